@@ -1,0 +1,377 @@
+//! Admission: what happens at the pipeline's entrance when the first queue is full, where sequence
+//! numbers are given, and how the entrance closes without losing a frame.
+//!
+//! Frames wait in the admission queue without a sequence number. The first stage takes them out under
+//! the sequencer's lock and numbers them as it does, so a frame that the policy drops never had a
+//! number and the numbers have no holes. The number of live (numbered, not yet delivered) frames is
+//! capped by `max_in_flight` tokens, as in oneTBB's `parallel_pipeline`: the first stage takes a token
+//! before it takes a frame, and the output returns it when the frame is delivered. While no token is
+//! free, frames stay in the admission queue, where the policy applies.
+//!
+//! Closing is race-free without blocking the closer: pushers hold a read lock on the gate while they
+//! check the `closed` flag and enqueue. After `closed` is set, the first stage drains the queue and
+//! ends only once it can take the write lock, that is, once no push is half-way; any push that starts
+//! later sees the flag and hands its frame back.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use serde::Serialize;
+
+use crate::envelope::{Envelope, Tombstone};
+use crate::link::WaitStrategy;
+
+/// What the entrance does when the admission queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Admission {
+    /// Wait for room. Never drops a frame: for files.
+    #[default]
+    Block,
+    /// Drop the oldest waiting frame to make room for the new one: the queue holds the newest
+    /// `capacity` frames.
+    DropOldest,
+    /// The newest frame replaces every waiting one: at most one frame waits, and it is the newest.
+    /// For live cameras, where a fresh frame is worth more than an old one.
+    KeepLatest,
+}
+
+impl fmt::Display for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Admission::Block => "block",
+            Admission::DropOldest => "drop-oldest",
+            Admission::KeepLatest => "keep-latest",
+        })
+    }
+}
+
+impl Serialize for Admission {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The error for an unknown admission policy name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown admission policy `{0}`: expected block, drop-oldest or keep-latest")]
+pub struct ParseAdmissionError(pub String);
+
+impl FromStr for Admission {
+    type Err = ParseAdmissionError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "block" => Ok(Admission::Block),
+            "drop-oldest" | "drop_oldest" => Ok(Admission::DropOldest),
+            "keep-latest" | "keep_latest" => Ok(Admission::KeepLatest),
+            other => Err(ParseAdmissionError(other.to_string())),
+        }
+    }
+}
+
+/// The error of [`Input::push`]: the pipeline no longer admits frames. The frame is handed back.
+#[derive(PartialEq, Eq, Clone, Copy)]
+pub struct PushError<T>(pub T);
+
+impl<T> fmt::Debug for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PushError(..)")
+    }
+}
+
+impl<T> fmt::Display for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the pipeline is closed and admits no more frames")
+    }
+}
+
+impl<T> std::error::Error for PushError<T> {}
+
+/// What waits in the admission queue: a frame (or a source error) without a sequence number yet.
+pub(crate) struct Waiting<T> {
+    pub(crate) item: Result<T, Tombstone>,
+    pub(crate) captured_at: Instant,
+    pub(crate) stream: u32,
+}
+
+/// Counters kept at the entrance.
+#[derive(Default)]
+pub(crate) struct EntranceCounters {
+    pub(crate) offered: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) admitted: AtomicU64,
+    pub(crate) source_errors: AtomicU64,
+}
+
+pub(crate) struct Gate<T> {
+    policy: Admission,
+    closed: AtomicBool,
+    lock: RwLock<()>,
+    tx: Sender<Waiting<T>>,
+    // A receiving end for the dropping policies, which pop waiting frames from the producer side.
+    rx: Receiver<Waiting<T>>,
+    close_tx: Mutex<Option<Sender<()>>>,
+    pub(crate) counters: Arc<EntranceCounters>,
+}
+
+impl<T> Gate<T> {
+    pub(crate) fn new(policy: Admission, capacity: usize) -> (Arc<Self>, Receiver<Waiting<T>>, Receiver<()>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        // Capacity 1, not 0: selecting on a zero-capacity channel allocates a packet per wait.
+        let (close_tx, close_rx) = crossbeam_channel::bounded(1);
+        let gate = Arc::new(Gate {
+            policy,
+            closed: AtomicBool::new(false),
+            lock: RwLock::new(()),
+            tx,
+            rx: rx.clone(),
+            close_tx: Mutex::new(Some(close_tx)),
+            counters: Arc::new(EntranceCounters::default()),
+        });
+        (gate, rx, close_rx)
+    }
+
+    /// Stops admission. Never blocks.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        // Dropping the only sender of the close channel wakes every first-stage replica that waits.
+        drop(self.close_tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    fn push(&self, item: Result<T, Tombstone>, captured_at: Instant, stream: u32) -> Result<(), Result<T, Tombstone>> {
+        let _pushing = self.lock.read().unwrap_or_else(|e| e.into_inner());
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(item);
+        }
+        self.counters.offered.fetch_add(1, Ordering::Relaxed);
+        let mut waiting = Waiting { item, captured_at, stream };
+        match self.policy {
+            Admission::Block => {
+                if let Err(e) = self.tx.send(waiting) {
+                    self.counters.offered.fetch_sub(1, Ordering::Relaxed);
+                    return Err(e.0.item);
+                }
+            }
+            Admission::DropOldest => loop {
+                match self.tx.try_send(waiting) {
+                    Ok(()) => break,
+                    Err(TrySendError::Full(w)) => {
+                        waiting = w;
+                        if self.rx.try_recv().is_ok() {
+                            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(TrySendError::Disconnected(w)) => {
+                        self.counters.offered.fetch_sub(1, Ordering::Relaxed);
+                        return Err(w.item);
+                    }
+                }
+            },
+            Admission::KeepLatest => loop {
+                while self.rx.try_recv().is_ok() {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                match self.tx.try_send(waiting) {
+                    Ok(()) => break,
+                    Err(TrySendError::Full(w)) => waiting = w,
+                    Err(TrySendError::Disconnected(w)) => {
+                        self.counters.offered.fetch_sub(1, Ordering::Relaxed);
+                        return Err(w.item);
+                    }
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+/// A handle that admits frames into a pipeline. Cheap to clone; every clone feeds the same entrance.
+///
+/// Obtained from [`Pipeline::input`](crate::Pipeline::input).
+pub struct Input<T> {
+    pub(crate) gate: Arc<Gate<T>>,
+    pub(crate) stream: u32,
+}
+
+impl<T> Clone for Input<T> {
+    fn clone(&self) -> Self {
+        Input { gate: self.gate.clone(), stream: self.stream }
+    }
+}
+
+impl<T> fmt::Debug for Input<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Input").field("stream", &self.stream).field("closed", &self.is_closed()).finish()
+    }
+}
+
+impl<T> Input<T> {
+    /// Offers a frame captured now. Under [`Admission::Block`] this waits while the admission queue
+    /// is full; under the dropping policies it never waits, and drops (and counts) a waiting frame
+    /// instead. Fails, handing the frame back, once the pipeline is closed.
+    ///
+    /// Under `Block`, push from another thread than the one that reads the outputs: a reader that
+    /// stops reading to push more frames than the pipeline can hold waits for itself.
+    pub fn push(&self, item: T) -> Result<(), PushError<T>> {
+        self.push_at(item, Instant::now())
+    }
+
+    /// Offers a frame with its capture time.
+    pub fn push_at(&self, item: T, captured_at: Instant) -> Result<(), PushError<T>> {
+        match self.gate.push(Ok(item), captured_at, self.stream) {
+            Ok(()) => Ok(()),
+            Err(Ok(item)) => Err(PushError(item)),
+            Err(Err(_)) => unreachable!("an Ok item comes back as Ok"),
+        }
+    }
+
+    /// Reports that the source failed to produce a frame. The failure gets a sequence number and
+    /// travels as a [`Tombstone::Source`] in its slot, and is counted as an error.
+    pub fn push_error(
+        &self,
+        error: Box<dyn std::error::Error + Send + Sync>,
+        captured_at: Instant,
+    ) -> Result<(), PushError<()>> {
+        match self.gate.push(Err(Tombstone::Source { error }), captured_at, self.stream) {
+            Ok(()) => {
+                self.gate.counters.source_errors.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(_) => Err(PushError(())),
+        }
+    }
+
+    /// A handle that stamps its frames with another stream id.
+    pub fn with_stream(&self, stream: u32) -> Input<T> {
+        Input { gate: self.gate.clone(), stream }
+    }
+
+    /// Stops admission for every handle (as [`Pipeline::finish`](crate::Pipeline::finish)): frames
+    /// already admitted drain, and the output ends after the last of them. Never blocks.
+    pub fn close(&self) {
+        self.gate.close();
+    }
+
+    /// Whether the pipeline has stopped admitting frames.
+    pub fn is_closed(&self) -> bool {
+        self.gate.is_closed()
+    }
+}
+
+/// Caps live frames: a counting semaphore of `max_in_flight` tokens (a mutex and a condition
+/// variable, which never allocate).
+#[derive(Clone)]
+pub(crate) struct Tokens(Arc<(Mutex<usize>, std::sync::Condvar)>);
+
+impl Tokens {
+    pub(crate) fn new(n: usize) -> Self {
+        Tokens(Arc::new((Mutex::new(n), std::sync::Condvar::new())))
+    }
+
+    fn acquire(&self) {
+        let (count, cond) = &*self.0;
+        let mut c = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *c == 0 {
+            c = cond.wait(c).unwrap_or_else(|e| e.into_inner());
+        }
+        *c -= 1;
+    }
+
+    pub(crate) fn release(&self) {
+        let (count, cond) = &*self.0;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        cond.notify_one();
+    }
+}
+
+struct SeqState {
+    next: u64,
+    ended: bool,
+}
+
+/// The first stage's side of the entrance: takes frames out of the admission queue and numbers them.
+pub(crate) struct Sequencer<T> {
+    gate: Arc<Gate<T>>,
+    rx: Receiver<Waiting<T>>,
+    close_rx: Receiver<()>,
+    state: Mutex<SeqState>,
+    tokens: Tokens,
+    wait: WaitStrategy,
+}
+
+impl<T> Sequencer<T> {
+    pub(crate) fn new(
+        gate: Arc<Gate<T>>,
+        rx: Receiver<Waiting<T>>,
+        close_rx: Receiver<()>,
+        tokens: Tokens,
+        wait: WaitStrategy,
+    ) -> Self {
+        Sequencer { gate, rx, close_rx, state: Mutex::new(SeqState { next: 0, ended: false }), tokens, wait }
+    }
+
+    /// The next admitted frame, numbered; `None` once the entrance is closed and drained.
+    pub(crate) fn next(&self) -> Option<Envelope<T>> {
+        self.tokens.acquire();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.ended {
+            self.tokens.release();
+            return None;
+        }
+        match self.take() {
+            Some(w) => {
+                let seq = state.next;
+                state.next += 1;
+                self.gate.counters.admitted.fetch_add(1, Ordering::Relaxed);
+                Some(Envelope::new(seq, w.stream, w.captured_at, w.item))
+            }
+            None => {
+                state.ended = true;
+                self.tokens.release();
+                None
+            }
+        }
+    }
+
+    fn take(&self) -> Option<Waiting<T>> {
+        let spin_until = match self.wait {
+            WaitStrategy::Block => None,
+            WaitStrategy::Spin => Some(None),
+            WaitStrategy::Hybrid(d) => Some(Some(Instant::now() + d)),
+        };
+        loop {
+            match self.rx.try_recv() {
+                Ok(w) => return Some(w),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
+            }
+            if self.gate.is_closed() {
+                // Drain: end only when no push is half-way, so that no admitted frame is left behind.
+                match self.gate.lock.try_write() {
+                    Ok(_no_pushers) => return self.rx.try_recv().ok(),
+                    Err(_) => {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                }
+            }
+            match spin_until {
+                Some(None) => std::hint::spin_loop(),
+                Some(Some(t)) if Instant::now() < t => std::hint::spin_loop(),
+                _ => {
+                    crossbeam_channel::select! {
+                        recv(self.rx) -> w => if let Ok(w) = w { return Some(w) },
+                        recv(self.close_rx) -> _ => {},
+                    }
+                }
+            }
+        }
+    }
+}
