@@ -15,8 +15,8 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::envelope::{Envelope, Tombstone};
 use crate::link::WaitStrategy;
+use crate::sync;
 
 /// What the entrance does when the admission queue is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -106,10 +107,45 @@ pub(crate) struct EntranceCounters {
     pub(crate) source_errors: AtomicU64,
 }
 
+/// The race-free close of the entrance (see the module docs), apart from the queue it guards.
+pub(crate) struct CloseLatch {
+    closed: sync::AtomicBool,
+    lock: sync::RwLock<()>,
+}
+
+impl CloseLatch {
+    pub(crate) fn new() -> Self {
+        CloseLatch { closed: sync::AtomicBool::new(false), lock: sync::RwLock::new(()) }
+    }
+
+    /// A pusher enters: `None` if closed; otherwise hold the guard while enqueueing.
+    pub(crate) fn enter(&self) -> Option<sync::RwLockReadGuard<'_, ()>> {
+        let guard = self.lock.read().unwrap_or_else(|e| e.into_inner());
+        if self.closed.load(sync::Ordering::SeqCst) {
+            None
+        } else {
+            Some(guard)
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, sync::Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(sync::Ordering::SeqCst)
+    }
+
+    /// The consumer, having found the queue empty after `close`: true once no push is half-way,
+    /// after which the queue gets no new item and one last look at it decides.
+    pub(crate) fn quiescent(&self) -> bool {
+        self.lock.try_write().is_ok()
+    }
+}
+
 pub(crate) struct Gate<T> {
     policy: Admission,
-    closed: AtomicBool,
-    lock: RwLock<()>,
+    latch: CloseLatch,
     tx: Sender<Waiting<T>>,
     // A receiving end for the dropping policies, which pop waiting frames from the producer side.
     rx: Receiver<Waiting<T>>,
@@ -124,8 +160,7 @@ impl<T> Gate<T> {
         let (close_tx, close_rx) = crossbeam_channel::bounded(1);
         let gate = Arc::new(Gate {
             policy,
-            closed: AtomicBool::new(false),
-            lock: RwLock::new(()),
+            latch: CloseLatch::new(),
             tx,
             rx: rx.clone(),
             close_tx: Mutex::new(Some(close_tx)),
@@ -136,20 +171,19 @@ impl<T> Gate<T> {
 
     /// Stops admission. Never blocks.
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
+        self.latch.close();
         // Dropping the only sender of the close channel wakes every first-stage replica that waits.
         drop(self.close_tx.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
+        self.latch.is_closed()
     }
 
     fn push(&self, item: Result<T, Tombstone>, captured_at: Instant, stream: u32) -> Result<(), Result<T, Tombstone>> {
-        let _pushing = self.lock.read().unwrap_or_else(|e| e.into_inner());
-        if self.closed.load(Ordering::SeqCst) {
+        let Some(_pushing) = self.latch.enter() else {
             return Err(item);
-        }
+        };
         self.counters.offered.fetch_add(1, Ordering::Relaxed);
         let mut waiting = Waiting { item, captured_at, stream };
         match self.policy {
@@ -354,13 +388,11 @@ impl<T> Sequencer<T> {
             }
             if self.gate.is_closed() {
                 // Drain: end only when no push is half-way, so that no admitted frame is left behind.
-                match self.gate.lock.try_write() {
-                    Ok(_no_pushers) => return self.rx.try_recv().ok(),
-                    Err(_) => {
-                        std::thread::yield_now();
-                        continue;
-                    }
+                if self.gate.latch.quiescent() {
+                    return self.rx.try_recv().ok();
                 }
+                sync::yield_now();
+                continue;
             }
             match spin_until {
                 Some(None) => std::hint::spin_loop(),
@@ -373,5 +405,58 @@ impl<T> Sequencer<T> {
                 }
             }
         }
+    }
+}
+
+/// Model check of the entrance's close: a pusher pushes two frames while another thread closes and
+/// the consumer drains with the same [`CloseLatch`] protocol as [`Sequencer`]. In every interleaving,
+/// every push that was accepted is consumed, and the consumer ends.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::CloseLatch;
+    use loom::sync::{Arc, Mutex};
+    use loom::thread;
+    use std::collections::VecDeque;
+
+    #[test]
+    fn close_loses_no_accepted_frame() {
+        loom::model(|| {
+            let latch = Arc::new(CloseLatch::new());
+            let queue = Arc::new(Mutex::new(VecDeque::new()));
+            let pusher = {
+                let (latch, queue) = (latch.clone(), queue.clone());
+                thread::spawn(move || {
+                    let mut accepted = Vec::new();
+                    for i in 0..2u32 {
+                        if let Some(_g) = latch.enter() {
+                            queue.lock().unwrap().push_back(i);
+                            accepted.push(i);
+                        }
+                    }
+                    accepted
+                })
+            };
+            let closer = {
+                let latch = latch.clone();
+                thread::spawn(move || latch.close())
+            };
+            let mut got = Vec::new();
+            loop {
+                if let Some(x) = queue.lock().unwrap().pop_front() {
+                    got.push(x);
+                    continue;
+                }
+                if latch.is_closed() && latch.quiescent() {
+                    if let Some(x) = queue.lock().unwrap().pop_front() {
+                        got.push(x);
+                        continue;
+                    }
+                    break;
+                }
+                thread::yield_now();
+            }
+            closer.join().unwrap();
+            assert_eq!(got, pusher.join().unwrap());
+        });
     }
 }

@@ -63,6 +63,7 @@ pub mod pool;
 pub mod reorder;
 mod source;
 mod stage;
+mod sync;
 
 pub use admission::{Admission, Input, ParseAdmissionError, PushError};
 pub use affinity::{available_cores, Pin, Priority};

@@ -15,15 +15,16 @@
 //!
 //! A link with one producer thread and one consumer thread that spins or is hybrid is a lock-free
 //! single-producer/single-consumer ring ([`ringbuf`]). Its parking protocol is the classic
-//! "announce, fence, re-check" handshake: the waiter stores its `waiting` flag, issues a `SeqCst`
-//! fence and checks the ring again before it parks; the other side publishes into the ring, issues a
-//! `SeqCst` fence and then reads the flag. Whichever fence comes second sees the other side's store,
-//! so a wake-up is never lost; [`crossbeam_utils::sync::Parker`]'s token makes an `unpark` that lands
-//! before `park` harmless. Every other link is a `crossbeam-channel` bounded channel.
+//! "announce, re-check, park" handshake: the waiter swaps its `waiting` flag to true and checks the
+//! ring again before it parks; the other side publishes into the ring and then swaps the flag back,
+//! unparking the waiter if it was set. Both swaps are read-modify-writes of one flag, so one of them
+//! sees the other and a wake-up is never lost; [`crossbeam_utils::sync::Parker`]'s token makes an
+//! `unpark` that lands before `park` harmless. `loom` model-checks the handshake. Every other link
+//! is a `crossbeam-channel` bounded channel.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use crate::sync::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -133,9 +134,47 @@ impl Spinner {
     }
 }
 
+/// One side's "I am about to park" flag: the announce-and-re-check handshake of the module docs.
+///
+/// Both the announcement and the notifier's check are read-modify-writes of the same flag, so they
+/// are totally ordered: either the notifier's swap comes later and sees the announcement (and
+/// unparks), or it comes first, and the waiter's swap then reads from it and acquires everything the
+/// notifier published before it (so the re-check sees the new item). The waiter's reset after it
+/// wakes must be a read-modify-write as well: `loom` found that a plain store there breaks the
+/// chain and loses a wake-up (`loom_tests::no_lost_wakeup`).
+pub(crate) struct Doorbell {
+    waiting: AtomicBool,
+}
+
+impl Doorbell {
+    pub(crate) fn new() -> Self {
+        Doorbell { waiting: AtomicBool::new(false) }
+    }
+
+    /// Waiter: parks unless `ready()` turns true after the announcement. `park` may return early
+    /// (spuriously); the caller re-checks in its loop.
+    pub(crate) fn wait(&self, ready: impl Fn() -> bool, park: impl FnOnce()) {
+        self.waiting.swap(true, Ordering::AcqRel);
+        if !ready() {
+            park();
+        }
+        // A read-modify-write too, not a plain store: a plain store would slip between the
+        // notifier's swap and the next announcement in the flag's modification order, and the next
+        // announcement would then not synchronize with the notifier (loom found this).
+        self.waiting.swap(false, Ordering::AcqRel);
+    }
+
+    /// Notifier: call after publishing; wakes the waiter if it announced itself.
+    pub(crate) fn ring(&self, unpark: impl FnOnce()) {
+        if self.waiting.swap(false, Ordering::AcqRel) {
+            unpark();
+        }
+    }
+}
+
 pub(crate) struct RingShared {
-    rx_waiting: AtomicBool,
-    tx_waiting: AtomicBool,
+    rx_bell: Doorbell,
+    tx_bell: Doorbell,
     tx_closed: AtomicBool,
     rx_closed: AtomicBool,
     rx_unparker: Unparker,
@@ -183,8 +222,8 @@ pub(crate) fn link<T>(capacity: usize, wait: WaitStrategy, spsc: bool) -> (LinkT
         let rx_parker = Parker::new();
         let tx_parker = Parker::new();
         let shared = Arc::new(RingShared {
-            rx_waiting: AtomicBool::new(false),
-            tx_waiting: AtomicBool::new(false),
+            rx_bell: Doorbell::new(),
+            tx_bell: Doorbell::new(),
             tx_closed: AtomicBool::new(false),
             rx_closed: AtomicBool::new(false),
             rx_unparker: rx_parker.unparker().clone(),
@@ -243,10 +282,7 @@ impl<T> LinkTx<T> {
                 loop {
                     match prod.try_push(value) {
                         Ok(()) => {
-                            fence(Ordering::SeqCst);
-                            if shared.rx_waiting.swap(false, Ordering::Relaxed) {
-                                shared.rx_unparker.unpark();
-                            }
+                            shared.rx_bell.ring(|| shared.rx_unparker.unpark());
                             return Ok(());
                         }
                         Err(v) => value = v,
@@ -255,12 +291,7 @@ impl<T> LinkTx<T> {
                         return Err(value);
                     }
                     if !spinner.spin() {
-                        shared.tx_waiting.store(true, Ordering::Relaxed);
-                        fence(Ordering::SeqCst);
-                        if prod.is_full() && !shared.rx_closed.load(Ordering::Acquire) {
-                            parker.park();
-                        }
-                        shared.tx_waiting.store(false, Ordering::Relaxed);
+                        shared.tx_bell.wait(|| !prod.is_full() || shared.rx_closed.load(Ordering::Acquire), || parker.park());
                         spinner = Spinner::new(*wait);
                     }
                 }
@@ -300,10 +331,7 @@ impl<T> LinkRx<T> {
                 let mut spinner = Spinner::new(*wait);
                 loop {
                     if let Some(v) = cons.try_pop() {
-                        fence(Ordering::SeqCst);
-                        if shared.tx_waiting.swap(false, Ordering::Relaxed) {
-                            shared.tx_unparker.unpark();
-                        }
+                        shared.tx_bell.ring(|| shared.tx_unparker.unpark());
                         return Some(v);
                     }
                     if shared.tx_closed.load(Ordering::Acquire) {
@@ -311,12 +339,7 @@ impl<T> LinkRx<T> {
                         return cons.try_pop();
                     }
                     if !spinner.spin() {
-                        shared.rx_waiting.store(true, Ordering::Relaxed);
-                        fence(Ordering::SeqCst);
-                        if cons.is_empty() && !shared.tx_closed.load(Ordering::Acquire) {
-                            parker.park();
-                        }
-                        shared.rx_waiting.store(false, Ordering::Relaxed);
+                        shared.rx_bell.wait(|| !cons.is_empty() || shared.tx_closed.load(Ordering::Acquire), || parker.park());
                         spinner = Spinner::new(*wait);
                     }
                 }
@@ -379,7 +402,53 @@ pub fn measure_hop(wait: WaitStrategy, samples: usize, gap: Duration) -> HopLate
     HopLatency { wait, p50_us: q(0.5), p99_us: q(0.99), samples: lat.len() }
 }
 
-#[cfg(test)]
+/// Model checks of the doorbell handshake: a producer publishes into a one-slot ring and rings, a
+/// consumer waits with the doorbell and `loom`'s park; in every interleaving the consumer gets every
+/// item and never sleeps forever (loom reports a deadlock if it would).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::Doorbell;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::sync::Arc;
+    use loom::thread;
+
+    #[test]
+    fn no_lost_wakeup() {
+        loom::model(|| {
+            let bell = Arc::new(Doorbell::new());
+            // A one-slot ring: `written` and `read` counters; the slot's value is the counter itself.
+            let written = Arc::new(AtomicUsize::new(0));
+            let read = Arc::new(AtomicUsize::new(0));
+            let consumer = {
+                let (bell, written, read) = (bell.clone(), written.clone(), read.clone());
+                thread::spawn(move || {
+                    let mut got = 0;
+                    while got < 2 {
+                        if written.load(Ordering::Acquire) > read.load(Ordering::Relaxed) {
+                            read.fetch_add(1, Ordering::Release);
+                            got += 1;
+                            continue;
+                        }
+                        bell.wait(|| written.load(Ordering::Acquire) > read.load(Ordering::Relaxed), thread::park);
+                    }
+                    got
+                })
+            };
+            let me = consumer.thread().clone();
+            for _ in 0..2 {
+                // Wait for room (one slot), then publish and ring.
+                while written.load(Ordering::Relaxed) != read.load(Ordering::Acquire) {
+                    thread::yield_now();
+                }
+                written.fetch_add(1, Ordering::Release);
+                bell.ring(|| me.unpark());
+            }
+            assert_eq!(consumer.join().unwrap(), 2);
+        });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
