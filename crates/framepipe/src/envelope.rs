@@ -92,7 +92,9 @@ impl fmt::Display for Tombstone {
             Tombstone::Skipped { stage, age } => {
                 write!(f, "skipped at stage `{stage}`: {:.1} ms old, past the deadline", age.as_secs_f64() * 1e3)
             }
-            Tombstone::Panicked { stage, message } => write!(f, "stage `{stage}` panicked: {message}"),
+            Tombstone::Panicked { stage, message } => {
+                write!(f, "stage `{stage}` panicked: {message}")
+            }
             Tombstone::Aborted { stage } => {
                 write!(f, "not processed: stage `{stage}` had panicked on an earlier frame")
             }
@@ -166,8 +168,13 @@ impl<T> Envelope<T> {
 
     /// Consumes the envelope, giving the payload and the metadata apart.
     pub fn into_parts(self) -> (Meta, Result<T, Tombstone>) {
-        let meta =
-            Meta { seq: self.seq, stream: self.stream, captured_at: self.captured_at, stamps: self.stamps, stages: self.stages };
+        let meta = Meta {
+            seq: self.seq,
+            stream: self.stream,
+            captured_at: self.captured_at,
+            stamps: self.stamps,
+            stages: self.stages,
+        };
         (meta, self.payload)
     }
 }

@@ -27,7 +27,9 @@ pub enum BuildError {
     #[error("the deadline must be longer than zero")]
     ZeroDeadline,
     /// A pin names a core this process cannot run on.
-    #[error("stage `{stage}`: core {core} does not exist or is not available to this process (available: {available:?})")]
+    #[error(
+        "stage `{stage}`: core {core} does not exist or is not available to this process (available: {available:?})"
+    )]
     NoSuchCore {
         /// The stage (or source) name.
         stage: String,

@@ -56,6 +56,7 @@ pub mod admission;
 mod affinity;
 mod envelope;
 mod error;
+mod flow;
 pub mod link;
 mod metrics;
 mod pipeline;
@@ -71,6 +72,8 @@ pub use envelope::{Envelope, Meta, StageStamp, Tombstone, MAX_STAGES};
 pub use error::{BuildError, PipelineError};
 pub use link::{measure_hop, HopLatency, ParseWaitError, WaitStrategy};
 pub use metrics::{LinkInfo, Percentiles, Report, StageReport, StreamStats};
-pub use pipeline::{prime_thread, Monitor, Pipeline, PipelineBuilder, RecvError, SourceConfig, StageConfig, DROP_GRACE};
+pub use pipeline::{
+    prime_thread, Monitor, Pipeline, PipelineBuilder, RecvError, SourceConfig, StageConfig, DROP_GRACE,
+};
 pub use source::{IterSource, Pace, Source};
 pub use stage::{stage_fn, CancelToken, FnStage, Stage, StageContext};

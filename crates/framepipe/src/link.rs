@@ -22,9 +22,9 @@
 //! `unpark` that lands before `park` harmless. `loom` model-checks the handshake. Every other link
 //! is a `crossbeam-channel` bounded channel.
 
+use crate::sync::{fence, AtomicBool, Ordering};
 use std::fmt;
 use std::str::FromStr;
-use crate::sync::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -124,7 +124,7 @@ impl Spinner {
             Some(b) if b.is_zero() => false,
             Some(b) => {
                 self.iter = self.iter.wrapping_add(1);
-                if self.iter % 64 == 0 && self.started.elapsed() >= b {
+                if self.iter.is_multiple_of(64) && self.started.elapsed() >= b {
                     return false;
                 }
                 std::hint::spin_loop();
@@ -291,7 +291,9 @@ impl<T> LinkTx<T> {
                         return Err(value);
                     }
                     if !spinner.spin() {
-                        shared.tx_bell.wait(|| !prod.is_full() || shared.rx_closed.load(Ordering::Acquire), || parker.park());
+                        shared
+                            .tx_bell
+                            .wait(|| !prod.is_full() || shared.rx_closed.load(Ordering::Acquire), || parker.park());
                         spinner = Spinner::new(*wait);
                     }
                 }
@@ -339,7 +341,9 @@ impl<T> LinkRx<T> {
                         return cons.try_pop();
                     }
                     if !spinner.spin() {
-                        shared.rx_bell.wait(|| !cons.is_empty() || shared.tx_closed.load(Ordering::Acquire), || parker.park());
+                        shared
+                            .rx_bell
+                            .wait(|| !cons.is_empty() || shared.tx_closed.load(Ordering::Acquire), || parker.park());
                         spinner = Spinner::new(*wait);
                     }
                 }
@@ -471,7 +475,9 @@ mod tests {
 
     #[test]
     fn every_link_kind_delivers_everything_in_order_and_ends() {
-        for wait in [WaitStrategy::Block, WaitStrategy::Spin, WaitStrategy::hybrid(), WaitStrategy::Hybrid(Duration::ZERO)] {
+        for wait in
+            [WaitStrategy::Block, WaitStrategy::Spin, WaitStrategy::hybrid(), WaitStrategy::Hybrid(Duration::ZERO)]
+        {
             for spsc in [true, false] {
                 for cap in [1, 4] {
                     roundtrip(wait, spsc, cap);

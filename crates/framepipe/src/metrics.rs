@@ -64,7 +64,12 @@ pub(crate) struct StageMetrics {
 
 impl StageMetrics {
     pub(crate) fn new(name: Arc<str>, replicas: usize, pins: Vec<Vec<usize>>, is_source: bool) -> Self {
-        StageMetrics { name, is_source, pins, replicas: (0..replicas).map(|_| Mutex::new(ReplicaStats::new())).collect() }
+        StageMetrics {
+            name,
+            is_source,
+            pins,
+            replicas: (0..replicas).map(|_| Mutex::new(ReplicaStats::new())).collect(),
+        }
     }
 
     pub(crate) fn replica(&self, i: usize) -> MutexGuard<'_, ReplicaStats> {
@@ -118,6 +123,8 @@ pub struct LinkInfo {
 
 pub(crate) struct Metrics {
     pub(crate) started: Instant,
+    pub(crate) flow: crate::flow::Flow,
+    pub(crate) release: &'static str,
     pub(crate) admission: Admission,
     pub(crate) max_in_flight: usize,
     pub(crate) source: Option<StageMetrics>,
@@ -135,9 +142,13 @@ impl Metrics {
         stages: Vec<StageMetrics>,
         links: Vec<LinkInfo>,
         notices: Vec<String>,
+        release: &'static str,
     ) -> Self {
+        let replicas: Vec<usize> = stages.iter().map(|s| s.replicas.len()).collect();
         Metrics {
             started: Instant::now(),
+            flow: crate::flow::Flow::new(&replicas),
+            release,
             admission,
             max_in_flight,
             source,
@@ -219,6 +230,7 @@ impl Metrics {
         let dropped = entrance.dropped.load(Ordering::Relaxed);
         Report {
             admission: self.admission,
+            release: self.release.to_string(),
             max_in_flight: self.max_in_flight,
             frames_in,
             admitted,
@@ -272,7 +284,14 @@ impl Percentiles {
             return Percentiles::default();
         }
         let q = |p: f64| h.value_at_quantile(p) as f64 / 1e3;
-        Percentiles { p50: q(0.5), p90: q(0.9), p99: q(0.99), p999: q(0.999), max: h.max() as f64 / 1e3, count: h.len() }
+        Percentiles {
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: h.max() as f64 / 1e3,
+            count: h.len(),
+        }
     }
 }
 
@@ -319,6 +338,9 @@ pub struct StageReport {
 pub struct Report {
     /// The admission policy.
     pub admission: Admission,
+    /// How the pipeline's own source releases frames: `just-in-time`, `free` (as fast as admission
+    /// accepts), `paced` (a fixed rate) or `input` (frames pushed by the caller).
+    pub release: String,
     /// The cap on live frames.
     pub max_in_flight: usize,
     /// Frames offered at the entrance.

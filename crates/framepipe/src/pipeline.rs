@@ -108,9 +108,15 @@ pub struct SourceConfig {
 }
 
 impl SourceConfig {
-    /// A free-running source thread with this name.
+    /// A source thread with this name, released just in time (see [`Pace`]).
     pub fn new(name: impl Into<String>) -> Self {
-        SourceConfig { name: name.into(), pin: Pin::None, priority: Priority::Normal, pace: Pace::Free, stream: 0 }
+        SourceConfig {
+            name: name.into(),
+            pin: Pin::None,
+            priority: Priority::Normal,
+            pace: Pace::JustInTime,
+            stream: 0,
+        }
     }
     /// Pins the source thread.
     pub fn pin(mut self, pin: Pin) -> Self {
@@ -277,9 +283,10 @@ impl<In: Send + 'static, Out: Send + 'static> PipelineBuilder<In, Out> {
         let tokens = Tokens::new(max_in_flight);
         let sequencer = Arc::new(Sequencer::new(gate.clone(), adm_rx, close_rx, tokens.clone(), plan.waits[0]));
 
-        let source_metrics = self.source.as_ref().map(|s| {
-            StageMetrics::new(s.config.name.as_str().into(), 1, vec![s.config.pin.for_replica(0)], true)
-        });
+        let source_metrics = self
+            .source
+            .as_ref()
+            .map(|s| StageMetrics::new(s.config.name.as_str().into(), 1, vec![s.config.pin.for_replica(0)], true));
         let stage_metrics = self
             .specs
             .iter()
@@ -292,6 +299,14 @@ impl<In: Send + 'static, Out: Send + 'static> PipelineBuilder<In, Out> {
                 )
             })
             .collect();
+        let release = match &self.source {
+            None => "input",
+            Some(s) => match s.config.pace {
+                Pace::JustInTime if self.admission == Admission::Block => "just-in-time",
+                Pace::JustInTime | Pace::Free => "free",
+                Pace::Period(_) => "paced",
+            },
+        };
         let metrics = Arc::new(Metrics::new(
             self.admission,
             max_in_flight,
@@ -299,6 +314,7 @@ impl<In: Send + 'static, Out: Send + 'static> PipelineBuilder<In, Out> {
             stage_metrics,
             plan.links.clone(),
             plan.notices.clone(),
+            release,
         ));
 
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
@@ -412,7 +428,9 @@ fn plan<In, Out>(b: &PipelineBuilder<In, Out>) -> Result<Plan, BuildError> {
         Ok(())
     };
     let check_priority = |stage: &str, p: Priority| match p {
-        Priority::Realtime(v) if !(1..=99).contains(&v) => Err(BuildError::BadPriority { stage: stage.into(), priority: v }),
+        Priority::Realtime(v) if !(1..=99).contains(&v) => {
+            Err(BuildError::BadPriority { stage: stage.into(), priority: v })
+        }
         _ => Ok(()),
     };
     let mut names = HashSet::new();
@@ -463,7 +481,8 @@ fn plan<In, Out>(b: &PipelineBuilder<In, Out>) -> Result<Plan, BuildError> {
     let mut claimed: std::collections::HashMap<usize, String> = std::collections::HashMap::new();
     let n = specs.len();
     for k in 0..=n {
-        let (asked, to_name) = if k < n { (specs[k].wait, specs[k].name.clone()) } else { (b.output_wait, "output".to_string()) };
+        let (asked, to_name) =
+            if k < n { (specs[k].wait, specs[k].name.clone()) } else { (b.output_wait, "output".to_string()) };
         if asked != WaitStrategy::Spin {
             waits.push(asked);
             continue;
@@ -535,8 +554,11 @@ fn plan<In, Out>(b: &PipelineBuilder<In, Out>) -> Result<Plan, BuildError> {
     let mut links = Vec::with_capacity(n + 1);
     for k in 0..=n {
         let from = if k == 0 { "entrance".to_string() } else { specs[k - 1].name.clone() };
-        let (to, capacity, consumers) =
-            if k < n { (specs[k].name.clone(), specs[k].capacity, specs[k].replicas) } else { ("output".into(), b.output_capacity, 1) };
+        let (to, capacity, consumers) = if k < n {
+            (specs[k].name.clone(), specs[k].capacity, specs[k].replicas)
+        } else {
+            ("output".into(), b.output_capacity, 1)
+        };
         let producers = if k == 0 { 1 } else { specs[k - 1].replicas };
         // A single-replica stage always sees its input in order (a reorder step puts it back in order
         // if needed), so it emits in order; a replicated stage never does. A single consumer after a
@@ -632,7 +654,8 @@ where
     let spec = w.specs[k].clone();
     let n = spec.replicas;
     let last = k + 1 == w.specs.len();
-    let (out_cap, next_replicas) = if last { (w.output_capacity, 1) } else { (w.specs[k + 1].capacity, w.specs[k + 1].replicas) };
+    let (out_cap, next_replicas) =
+        if last { (w.output_capacity, 1) } else { (w.specs[k + 1].capacity, w.specs[k + 1].replicas) };
     let out_wait = w.waits[k + 1];
     // The output link is always a channel: its reader is the caller's thread.
     let spsc = !last && n == 1 && next_replicas == 1;
@@ -658,7 +681,8 @@ where
             }
         }
     }
-    let mut txs: Vec<LinkTx<Envelope<S::Out>>> = (1..n).map(|_| tx.try_clone().expect("a link out of a replicated stage is a channel")).collect();
+    let mut txs: Vec<LinkTx<Envelope<S::Out>>> =
+        (1..n).map(|_| tx.try_clone().expect("a link out of a replicated stage is a channel")).collect();
     txs.push(tx);
 
     let name: Arc<str> = spec.name.as_str().into();
@@ -678,7 +702,8 @@ where
             thread_name: thread_name.clone(),
         };
         let factory = factory.clone();
-        match std::thread::Builder::new().name(thread_name.clone()).spawn(move || run_replica(job, factory, input, tx)) {
+        match std::thread::Builder::new().name(thread_name.clone()).spawn(move || run_replica(job, factory, input, tx))
+        {
             Ok(h) => {
                 w.threads.push((thread_name, h));
                 w.spawned += 1;
@@ -774,6 +799,8 @@ where
         let enter_ns = enter.saturating_duration_since(captured_at).as_nanos() as u64;
         let prev_exit_ns = if stages == 0 { 0 } else { stamps[stages as usize - 1].exit_ns };
         let mut ran = false;
+        let will_run = payload.is_ok() && !poisoned;
+        job.metrics.flow.enter(job.k, job.replica, enter, will_run);
         let mut counted = (0u64, 0u64, 0u64, 0u64, 0u64); // processed, errored, skipped, panicked, aborted
         let result: Result<S::Out, Tombstone> = match payload {
             Err(t) => Err(t),
@@ -819,6 +846,7 @@ where
         let exit = Instant::now();
         let exit_ns = exit.saturating_duration_since(captured_at).as_nanos() as u64;
         stamps[job.k] = StageStamp { enter_ns, exit_ns, replica: job.replica as u16 };
+        job.metrics.flow.exit(job.k, job.replica, ran.then_some(exit_ns - enter_ns));
         {
             let mut st = stage_metrics.replica(job.replica);
             if ran {
@@ -850,7 +878,12 @@ fn run_source<S: Source>(mut source: S, ctx: SourceCtx<S::Item>) {
     source.on_start();
     let mut start = Instant::now();
     let mut n: u32 = 0;
+    let jit = metrics.release == "just-in-time";
+    let mut release = crate::flow::Release::new(&metrics.flow);
     while !input.is_closed() {
+        if jit {
+            release.wait(&metrics.flow, || input.is_closed());
+        }
         if let Pace::Period(p) = config.pace {
             let due = start + p * n;
             let now = Instant::now();
@@ -865,6 +898,7 @@ fn run_source<S: Source>(mut source: S, ctx: SourceCtx<S::Item>) {
         let next = source.next();
         let t1 = Instant::now();
         let ns = t1.duration_since(t0).as_nanos() as u64;
+        release.record_source(ns);
         match next {
             None => break,
             Some(Ok(item)) => {
@@ -1111,7 +1145,12 @@ impl<In, Out> Pipeline<In, Out> {
             return Err(PipelineError::Hung { threads: hung, report: Box::new(report) });
         }
         if let Some(f) = self.fault.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            return Err(PipelineError::StagePanicked { stage: f.stage, seq: f.seq, message: f.message, report: Box::new(report) });
+            return Err(PipelineError::StagePanicked {
+                stage: f.stage,
+                seq: f.seq,
+                message: f.message,
+                report: Box::new(report),
+            });
         }
         Ok(report)
     }

@@ -36,7 +36,8 @@ impl<T: Send + 'static> Pool<T> {
     pub fn new(capacity: usize, prefill: usize, make: impl Fn() -> T + Send + Sync + 'static) -> Self {
         let capacity = capacity.max(1);
         let (free_tx, free_rx) = crossbeam_channel::bounded(capacity);
-        let inner = Inner { free_tx, free_rx, make: Box::new(make), created: AtomicU64::new(0), misses: AtomicU64::new(0) };
+        let inner =
+            Inner { free_tx, free_rx, make: Box::new(make), created: AtomicU64::new(0), misses: AtomicU64::new(0) };
         for _ in 0..prefill.min(capacity) {
             inner.created.fetch_add(1, Ordering::Relaxed);
             let _ = inner.free_tx.try_send((inner.make)());

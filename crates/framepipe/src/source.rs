@@ -43,8 +43,14 @@ where
 /// How the source thread is paced.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum Pace {
-    /// As fast as admission accepts frames.
+    /// Read a frame only when it can flow through every stage without waiting (see the `flow` notes
+    /// in the architecture docs): throughput at the bound, latency near the sum of the stages. The
+    /// default for a file.
     #[default]
+    JustInTime,
+    /// As fast as admission accepts frames: queues fill, and latency grows to the frames in flight
+    /// times the slowest stage's period. Trades latency for nothing but a little throughput under
+    /// jitter; here to measure that.
     Free,
     /// One frame per period, like a camera: frame `n` is read no earlier than `start + n × period`.
     /// A source that falls behind is not made to catch up in a burst.

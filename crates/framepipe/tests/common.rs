@@ -26,7 +26,9 @@ pub fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send +
                 Ok(()) => unreachable!(),
             }
         }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test body did not finish within {limit:?}: a hang"),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("test body did not finish within {limit:?}: a hang")
+        }
     }
 }
 

@@ -24,19 +24,15 @@ fn stage_spec() -> impl Strategy<Value = StageSpec> {
 }
 
 fn fails(spec: &StageSpec, k: usize, seq: u64) -> bool {
-    spec.fail_every != 0 && (seq * 7 + k as u64) % spec.fail_every == 0
+    spec.fail_every != 0 && (seq * 7 + k as u64).is_multiple_of(spec.fail_every)
 }
 
 /// Payload: (frame id, the stages it went through in order).
 type Item = (u64, Vec<usize>);
 
-fn build(
-    specs: &[StageSpec],
-    admission: Admission,
-    max_in_flight: Option<usize>,
-    seed: u64,
-) -> Pipeline<u64, Item> {
-    let mut b = Pipeline::<u64>::builder().admission(admission).stage_fn("start", |x: u64| Ok::<Item, Injected>((x, vec![])));
+fn build(specs: &[StageSpec], admission: Admission, max_in_flight: Option<usize>, seed: u64) -> Pipeline<u64, Item> {
+    let mut b =
+        Pipeline::<u64>::builder().admission(admission).stage_fn("start", |x: u64| Ok::<Item, Injected>((x, vec![])));
     if let Some(m) = max_in_flight {
         b = b.max_in_flight(m);
     }
@@ -52,10 +48,7 @@ fn build(
                     return Err(Injected(id));
                 }
                 path.push(k);
-                Ok(path.into_iter().fold((id, vec![]), |(i, mut p), s| {
-                    p.push(s);
-                    (i, p)
-                }))
+                Ok((id, path))
             },
         );
     }

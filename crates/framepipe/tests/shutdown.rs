@@ -236,7 +236,7 @@ fn a_failing_factory_fails_the_build_and_leaves_no_thread() {
 fn a_stage_error_comes_out_in_its_slot_and_the_pipeline_goes_on() {
     within(Duration::from_secs(10), || {
         let mut p = Pipeline::<u64>::builder()
-            .stage_fn("even-only", |x: u64| if x % 2 == 0 { Ok(x) } else { Err(Injected(x)) })
+            .stage_fn("even-only", |x: u64| if x.is_multiple_of(2) { Ok(x) } else { Err(Injected(x)) })
             .build()
             .unwrap();
         let input = p.input();
@@ -249,7 +249,7 @@ fn a_stage_error_comes_out_in_its_slot_and_the_pipeline_goes_on() {
         let outs: Vec<_> = p.iter().map(|e| (e.seq(), e.into_result().map_err(|t| t.to_string()))).collect();
         assert_eq!(outs.len(), 6);
         for (seq, r) in outs {
-            if seq % 2 == 0 {
+            if seq.is_multiple_of(2) {
                 assert_eq!(r.unwrap(), seq);
             } else {
                 let msg = r.unwrap_err();
