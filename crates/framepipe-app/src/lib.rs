@@ -1,0 +1,20 @@
+//! # framepipe-app
+//!
+//! Detection pipelines built from framepipe's crates: the runtime stages that wrap preprocessing,
+//! inference and postprocessing ([`stages`]), a single-threaded [`Detector`] for one image or the
+//! serial baseline, and the video benchmark ([`bench`]).
+#![warn(missing_docs)]
+
+pub mod assets;
+pub mod bench;
+pub mod detect;
+mod detector;
+mod error;
+mod model;
+pub mod plot;
+pub mod stages;
+pub mod trace;
+
+pub use detector::{DetectOutput, Detector, Timings};
+pub use error::AppError;
+pub use model::{DetectModel, ModelKind, ModelOptions};

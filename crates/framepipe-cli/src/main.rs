@@ -1,0 +1,350 @@
+//! `framepipe`: detect objects in an image, benchmark a video, run a camera. Argument parsing only;
+//! the work is in `framepipe-app`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use framepipe_app::bench::{self, BenchOptions, Mode, Progress};
+use framepipe_app::stages::{Pins, PipelineOptions, Replicas};
+use framepipe_app::{assets, DetectModel, ModelOptions};
+use framepipe_infer::EngineChoice;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "framepipe",
+    version,
+    about = "Camera and video streams to detections, in capture order, with low latency"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Detect objects in one image.
+    Detect(DetectArgs),
+    /// Benchmark serial, pipelined and thread-pool execution on a video.
+    Bench(BenchArgs),
+    /// Make the project's sample video (people in motion, from public-domain photos).
+    SampleVideo(SampleArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum EngineArg {
+    /// ONNX Runtime if its library is present, else tract.
+    Auto,
+    /// ONNX Runtime (CPU unless told otherwise).
+    Ort,
+    /// tract (pure Rust).
+    Tract,
+    /// tract-cuda (NVIDIA GPUs; needs the `cuda` feature).
+    TractCuda,
+}
+
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// The ONNX model (default: the fetched person detector).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The engine.
+    #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
+    engine: EngineArg,
+    /// Confidence threshold.
+    #[arg(long, default_value_t = 0.25)]
+    conf: f32,
+    /// NMS IoU threshold.
+    #[arg(long, default_value_t = 0.45)]
+    iou: f32,
+    /// Threads per inference session (default 1: replicas, not hidden pools, use the cores).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// A labels file (one name per line) instead of the model's own class names.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct DetectArgs {
+    /// The image.
+    image: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Write the JSON result here (`-`: stdout).
+    #[arg(long)]
+    json: Option<String>,
+    /// Write the image with boxes and labels here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum ModeArg {
+    Pipelined,
+    Serial,
+    Pool,
+    All,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The video (default: the project's sample video).
+    video: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Which modes to run.
+    #[arg(long, value_enum, default_value_t = ModeArg::All)]
+    mode: ModeArg,
+    /// Replicas per stage, `infer=N[,pre=N,post=N]` (default: infer = one per core; also the pool's workers).
+    #[arg(long)]
+    replicas: Option<String>,
+    /// Pin stages to cores, e.g. `pre=0,infer=1,post=1` (also `decode=N`, ranges `a-b`).
+    #[arg(long)]
+    pin: Option<String>,
+    /// Capacity of every queue.
+    #[arg(long, default_value_t = 1)]
+    queue: usize,
+    /// Process at most N frames.
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Pace the source at the video's frame rate, like a camera.
+    #[arg(long)]
+    realtime: bool,
+    /// Release frames as fast as the pipeline accepts them, instead of just in time.
+    #[arg(long)]
+    greedy: bool,
+    /// Write the JSON report here (`-`: stdout).
+    #[arg(long)]
+    json: Option<String>,
+    /// Write a Chrome trace (open in Perfetto) here.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Write a PNG plot of latency and stage times here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Write the annotated video (from the pipelined run) here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct SampleArgs {
+    /// Where to write it (default: assets/sample.mp4).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Length in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Frames per second.
+    #[arg(long, default_value_t = 30.0)]
+    fps: f64,
+    /// Frame size, WxH.
+    #[arg(long, default_value = "1280x720")]
+    size: String,
+}
+
+fn main() -> ExitCode {
+    framepipe_video::quiet_opencv_logs();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Detect(a) => detect(a),
+        Command::Bench(a) => bench_cmd(a),
+        Command::SampleVideo(a) => sample(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line that names the file and the problem.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_model(args: &ModelArgs) -> Result<std::sync::Arc<DetectModel>> {
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => assets::person_detector()?,
+    };
+    let engine = match args.engine {
+        EngineArg::Auto => EngineChoice::Auto,
+        EngineArg::Ort => EngineChoice::Ort,
+        EngineArg::Tract => EngineChoice::Tract,
+        EngineArg::TractCuda => bail!("engine tract-cuda: this framepipe was built without the `cuda` feature"),
+    };
+    let mut opts =
+        ModelOptions { engine, conf: args.conf, iou: args.iou, labels: args.labels.clone(), ..Default::default() };
+    opts.engine_options.intra_threads = args.threads;
+    Ok(DetectModel::load(&path, &opts)?)
+}
+
+fn write_json(target: &str, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    if target == "-" {
+        println!("{text}");
+    } else {
+        std::fs::write(target, text + "\n").with_context(|| format!("writing {target}"))?;
+    }
+    Ok(())
+}
+
+fn detect(a: DetectArgs) -> Result<ExitCode> {
+    if !a.image.exists() {
+        bail!("image {}: no such file", a.image.display());
+    }
+    let model = load_model(&a.model)?;
+    let report = framepipe_app::detect::detect_image(model, &a.image, a.out.as_deref())?;
+    let json = serde_json::to_value(&report)?;
+    if let Some(target) = &a.json {
+        write_json(target, &json)?;
+    }
+    if a.json.as_deref() != Some("-") {
+        println!(
+            "{}: {}x{}, {} detections ({}; pre {:.1} ms, infer {:.1} ms, post {:.1} ms)",
+            a.image.display(),
+            report.image.width,
+            report.image.height,
+            report.detections.len(),
+            report.engine,
+            report.timings_ms.pre,
+            report.timings_ms.infer,
+            report.timings_ms.post
+        );
+        for d in &report.detections {
+            println!(
+                "  {:<12} {:.2}  [{:.0}, {:.0}, {:.0}, {:.0}]",
+                d.label, d.score, d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3]
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Bar(Mutex<Option<ProgressBar>>);
+
+impl Progress for Bar {
+    fn start(&self, mode: Mode, total: Option<u64>) {
+        let bar = ProgressBar::new(total.unwrap_or(0));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} frames  {per_sec}  eta {eta}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(mode.name());
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+    }
+    fn frame(&self) {
+        if let Some(b) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            b.inc(1);
+        }
+    }
+    fn finish(&self, _: Mode) {
+        if let Some(b) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            b.finish();
+        }
+    }
+}
+
+fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
+    let video = match &a.video {
+        Some(v) => v.clone(),
+        None => assets::sample_video()?,
+    };
+    // Everything that can be refused is refused before anything starts.
+    let cores = framepipe::available_cores().len().max(1);
+    let replicas = match &a.replicas {
+        Some(s) => s.parse::<Replicas>()?,
+        None => Replicas { infer: cores, ..Replicas::default() },
+    };
+    let pins = match &a.pin {
+        Some(s) => s.parse::<Pins>()?,
+        None => Pins::default(),
+    };
+    let pipeline = PipelineOptions {
+        replicas,
+        pins,
+        queue: a.queue,
+        pace: if a.greedy { framepipe::Pace::Free } else { framepipe::Pace::JustInTime },
+        ..Default::default()
+    };
+    pipeline.validate()?;
+    let modes = match a.mode {
+        ModeArg::All => vec![Mode::Serial, Mode::Pipelined, Mode::Pool],
+        ModeArg::Serial => vec![Mode::Serial],
+        ModeArg::Pipelined => vec![Mode::Pipelined],
+        ModeArg::Pool => vec![Mode::Pool],
+    };
+    let model = load_model(&a.model)?;
+    eprintln!("engine: {}", model.selection().reason);
+    let opts = BenchOptions {
+        video,
+        modes,
+        pipeline,
+        frames: a.frames,
+        realtime: a.realtime,
+        spans: a.trace.is_some(),
+        out: a.out.clone(),
+    };
+    let bar = Bar(Mutex::new(None));
+    let result = bench::run(model, &opts, &bar)?;
+    let text = result.render();
+    if a.json.as_deref() == Some("-") {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+        std::io::stdout().flush().ok();
+    }
+    if let Some(target) = &a.json {
+        write_json(target, &result.to_json())?;
+    }
+    if let Some(path) = &a.trace {
+        let mut trace = framepipe_app::trace::Trace::new();
+        for run in &result.runs {
+            trace.add(run.mode.name(), run.spans.clone());
+        }
+        trace.write(path)?;
+        eprintln!("trace: {} (open in https://ui.perfetto.dev)", path.display());
+    }
+    if let Some(path) = &a.plot {
+        framepipe_app::plot::write(&result, path)?;
+        eprintln!("plot: {}", path.display());
+    }
+    if let Some(path) = &a.out {
+        eprintln!("annotated video: {}", path.display());
+    }
+    // A video that failed mid-stream was still processed and reported; the run is still an error.
+    if let Some(e) = result.runs.iter().flat_map(|r| r.decode_errors.iter()).next() {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize)> {
+    let (w, h) = s.split_once('x').with_context(|| format!("--size {s}: expected WxH"))?;
+    let (w, h): (usize, usize) = (w.parse().context("--size width")?, h.parse().context("--size height")?);
+    if w < 16 || h < 16 || w % 2 == 1 || h % 2 == 1 {
+        bail!("--size {s}: width and height must be even and at least 16");
+    }
+    Ok((w, h))
+}
+
+fn sample(a: SampleArgs) -> Result<ExitCode> {
+    let (width, height) = parse_size(&a.size)?;
+    if !(a.seconds > 0.0 && a.fps > 0.0) {
+        bail!("--seconds and --fps must be positive");
+    }
+    let out = a.out.unwrap_or_else(assets::sample_video_path);
+    let photos = vec![assets::image("astronaut.png")?, assets::image("camera.png")?];
+    let frames = (a.seconds * a.fps).round() as u64;
+    let spec = framepipe_video::sample::SampleSpec { width, height, fps: a.fps, frames };
+    let n = framepipe_video::sample::make_sample_video(&out, &photos, spec)?;
+    println!("{}: {n} frames, {width}x{height} at {} fps", out.display(), a.fps);
+    Ok(ExitCode::SUCCESS)
+}
