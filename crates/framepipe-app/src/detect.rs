@@ -61,6 +61,7 @@ pub struct DetectReport {
 pub fn detect_image(model: Arc<DetectModel>, path: &Path, out: Option<&Path>) -> Result<DetectReport, AppError> {
     let mut frame = framepipe_video::read_image(path)?;
     let mut detector = Detector::new(model.clone())?;
+    detector.warm_up()?;
     let result = detector.detect(frame.as_ref())?;
     let labels = model.labels();
     let detections: Vec<DetectionJson> = result

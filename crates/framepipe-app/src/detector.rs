@@ -58,6 +58,14 @@ impl Detector {
         })
     }
 
+    /// Runs the engine once on a blank input, so that its first-run work (allocation, kernel
+    /// selection, compilation) is not timed as a frame's inference.
+    pub fn warm_up(&mut self) -> Result<(), AppError> {
+        self.input.fill(0.5);
+        self.session.run(&[TensorRef::new(self.model.input_shape(), &self.input)])?;
+        Ok(())
+    }
+
     /// The model.
     pub fn model(&self) -> &Arc<DetectModel> {
         &self.model
