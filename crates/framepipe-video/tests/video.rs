@@ -148,3 +148,14 @@ fn images_and_sinks_refuse_bad_input_clearly() {
     let e = sink.write(wrong.as_ref()).unwrap_err();
     assert!(e.to_string().contains("32x32") && e.to_string().contains("64x64"), "{e}");
 }
+
+#[test]
+fn a_video_with_zero_frames_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.avi");
+    let sink = VideoSink::create(&path, 30.0, 64, 64).unwrap();
+    assert_eq!(sink.finish().unwrap(), 0);
+    let e = VideoSource::open(&SourceSpec::File(path), 2).err().expect("zero frames must not open as a video");
+    assert!(matches!(e, VideoError::NoFrames(_) | VideoError::Open { .. }), "{e:?}");
+    assert!(e.to_string().contains("empty.avi"), "{e}");
+}
