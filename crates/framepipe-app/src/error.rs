@@ -12,6 +12,10 @@ pub enum AppError {
     /// Video could not be read or written.
     #[error(transparent)]
     Video(#[from] framepipe_video::VideoError),
+    /// The GPU preprocessing failed (cargo feature `cuda`).
+    #[cfg(feature = "cuda")]
+    #[error(transparent)]
+    Cuda(#[from] framepipe_cuda::CudaError),
     /// The pipeline could not be built.
     #[error(transparent)]
     Build(#[from] framepipe::BuildError),

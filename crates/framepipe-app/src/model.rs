@@ -47,6 +47,11 @@ pub struct ModelOptions {
     /// The model input size (width, height), for models with dynamic input axes; a model with a
     /// static input of another size is refused.
     pub input_size: Option<(usize, usize)>,
+    /// Letterbox on the GPU (cargo feature `cuda`): each `pre` replica uploads its frames from
+    /// pinned memory and runs framepipe-cuda's kernel, then copies the input back to the host for
+    /// the engine. Default `false`.
+    #[cfg(feature = "cuda")]
+    pub gpu_preprocess: bool,
 }
 
 impl Default for ModelOptions {
@@ -59,6 +64,8 @@ impl Default for ModelOptions {
             class_agnostic: false,
             labels: None,
             input_size: None,
+            #[cfg(feature = "cuda")]
+            gpu_preprocess: false,
         }
     }
 }
@@ -75,6 +82,8 @@ pub struct DetectModel {
     decoder: Decoder,
     post: PostprocessConfig,
     labels: Arc<Labels>,
+    #[cfg(feature = "cuda")]
+    gpu_preprocess: bool,
 }
 
 impl std::fmt::Debug for DetectModel {
@@ -184,6 +193,8 @@ impl DetectModel {
             decoder,
             post,
             labels: Arc::new(labels),
+            #[cfg(feature = "cuda")]
+            gpu_preprocess: opts.gpu_preprocess,
         }))
     }
 
@@ -220,6 +231,16 @@ impl DetectModel {
     /// A preprocessor for this model's input (one per replica: it keeps per-size tables).
     pub fn preprocessor(&self) -> Result<Preprocessor, AppError> {
         Ok(Preprocessor::new(self.pre)?)
+    }
+
+    /// A GPU preprocessor for this model's input when [`ModelOptions::gpu_preprocess`] is set
+    /// (one per replica: it owns a CUDA stream and buffers), `None` otherwise.
+    #[cfg(feature = "cuda")]
+    pub fn gpu_preprocessor(&self) -> Result<Option<framepipe_cuda::GpuPreprocessor>, AppError> {
+        if !self.gpu_preprocess {
+            return Ok(None);
+        }
+        Ok(Some(framepipe_cuda::GpuPreprocessor::new(self.pre)?))
     }
 
     /// A postprocessor for this model's outputs (one per replica: it keeps scratch buffers).

@@ -105,13 +105,33 @@ impl StagePools {
 /// Letterbox and normalisation into a pooled input tensor.
 pub struct PreStage {
     pre: Preprocessor,
+    /// The GPU letterbox, when the model asks for it (cargo feature `cuda`).
+    #[cfg(feature = "cuda")]
+    gpu: Option<framepipe_cuda::GpuPreprocessor>,
     pool: Pool<Vec<f32>>,
 }
 
 impl PreStage {
     /// A preprocessing stage for `model`.
     pub fn new(model: &DetectModel, pools: &StagePools) -> Result<Self, AppError> {
-        Ok(PreStage { pre: model.preprocessor()?, pool: pools.inputs.clone() })
+        Ok(PreStage {
+            pre: model.preprocessor()?,
+            #[cfg(feature = "cuda")]
+            gpu: model.gpu_preprocessor()?,
+            pool: pools.inputs.clone(),
+        })
+    }
+
+    fn preprocess(
+        &mut self,
+        frame: framepipe_vision::FrameRef<'_>,
+        out: &mut [f32],
+    ) -> Result<LetterboxParams, AppError> {
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.gpu.as_mut() {
+            return Ok(gpu.preprocess_to_host(frame, out)?);
+        }
+        Ok(self.pre.preprocess(frame, out)?)
     }
 }
 
@@ -120,7 +140,7 @@ impl Stage<Pooled<Frame>> for PreStage {
     type Error = AppError;
     fn process(&mut self, frame: Pooled<Frame>) -> Result<Prepared, AppError> {
         let mut input = self.pool.take();
-        let letterbox = self.pre.preprocess(frame.as_ref(), &mut input)?;
+        let letterbox = self.preprocess(frame.as_ref(), &mut input)?;
         Ok(Prepared { frame, input, letterbox })
     }
 }

@@ -77,7 +77,8 @@ fn detect_refuses_bad_input_with_one_line_and_exit_code_2() {
 
 fn make_video(dir: &Path, name: &str, seconds: &str) -> PathBuf {
     let path = dir.join(name);
-    let o = run(bin().args(["sample-video", "--out", path.to_str().unwrap(), "--size", "320x180", "--seconds", seconds]));
+    let o =
+        run(bin().args(["sample-video", "--out", path.to_str().unwrap(), "--size", "320x180", "--seconds", seconds]));
     assert!(o.status.success(), "{}", stderr(&o));
     path
 }
@@ -126,7 +127,11 @@ fn bench_runs_every_mode_on_every_frame_in_order() {
         ] {
             assert!(!m[key].is_null(), "{mode}: no `{key}`");
         }
-        assert_eq!((m["frames_in"].as_u64(), m["frames_out"].as_u64(), m["processed"].as_u64()), (Some(60), Some(60), Some(60)), "{mode}");
+        assert_eq!(
+            (m["frames_in"].as_u64(), m["frames_out"].as_u64(), m["processed"].as_u64()),
+            (Some(60), Some(60), Some(60)),
+            "{mode}"
+        );
         assert_eq!(m["video"]["width"], 320);
         for k in ["p50", "p90", "p99", "p999", "max"] {
             assert!(m["latency_us"][k].as_f64().is_some(), "{mode}: latency_us.{k}");
@@ -135,7 +140,10 @@ fn bench_runs_every_mode_on_every_frame_in_order() {
         assert_eq!(&stages[..4], &["decode", "pre", "infer", "post"], "{mode}");
     }
     let p = &v["pipelined"];
-    assert_eq!((p["reordered"].as_u64(), p["lost"].as_u64(), p["out_of_order"]["count"].as_u64()), (Some(0), Some(0), Some(0)));
+    assert_eq!(
+        (p["reordered"].as_u64(), p["lost"].as_u64(), p["out_of_order"]["count"].as_u64()),
+        (Some(0), Some(0), Some(0))
+    );
     // The trace parses, and holds one span per frame per stage.
     let t: Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
     let events = t["traceEvents"].as_array().unwrap();
@@ -174,12 +182,14 @@ fn bench_refuses_bad_settings_before_anything_starts() {
 fn bench_reports_a_truncated_video_and_processes_what_decoded() {
     let dir = tempfile::tempdir().unwrap();
     let video = dir.path().join("cut.avi");
-    let o = run(bin().args(["sample-video", "--out", video.to_str().unwrap(), "--size", "320x180", "--seconds", "1.5"]));
+    let o =
+        run(bin().args(["sample-video", "--out", video.to_str().unwrap(), "--size", "320x180", "--seconds", "1.5"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let bytes = std::fs::read(&video).unwrap();
     std::fs::write(&video, &bytes[..bytes.len() / 2]).unwrap();
     let json = dir.path().join("b.json");
-    let o = run(bin().args(["bench", video.to_str().unwrap(), "--mode", "pipelined", "--json", json.to_str().unwrap()]));
+    let o =
+        run(bin().args(["bench", video.to_str().unwrap(), "--mode", "pipelined", "--json", json.to_str().unwrap()]));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let line = error_line(&o);
     assert!(line.contains("cut.avi") && line.contains("truncated"), "{line}");
@@ -187,5 +197,9 @@ fn bench_reports_a_truncated_video_and_processes_what_decoded() {
     let p = &v["pipelined"];
     let processed = p["processed"].as_u64().unwrap();
     assert!(processed > 5 && processed < 45, "{processed}");
-    assert_eq!((p["errored"].as_u64(), p["lost"].as_u64()), (Some(1), Some(0)), "the decode error is counted, in its slot");
+    assert_eq!(
+        (p["errored"].as_u64(), p["lost"].as_u64()),
+        (Some(1), Some(0)),
+        "the decode error is counted, in its slot"
+    );
 }

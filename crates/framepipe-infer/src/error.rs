@@ -140,6 +140,22 @@ pub enum InferError {
         feature: &'static str,
     },
 
+    /// The tract-cuda engine was asked for on a machine without a usable CUDA driver (no
+    /// `libcuda`, or `cuInit` fails: no device, no `/dev/nvidia*` in a container).
+    #[error("no CUDA driver found: {reason}")]
+    NoCudaDriver {
+        /// What was tried and what happened.
+        reason: String,
+    },
+
+    /// The CUDA driver is there but tract-cuda cannot run: a CUDA library (cudart, NVRTC, cuBLAS,
+    /// cuDNN) or the CUDA headers NVRTC needs are missing, or the CUDA context cannot be created.
+    #[error("tract-cuda cannot run here: {reason}")]
+    CudaUnavailable {
+        /// What failed.
+        reason: String,
+    },
+
     /// The engine itself failed (while parsing, optimizing or running the model).
     #[error("{engine} failed to {action} {}: {message}", path.display())]
     Engine {

@@ -8,7 +8,10 @@
 //!   session by default;
 //! - **ONNX Runtime** ([`EngineKind::Ort`], cargo feature `ort`, on by default): loaded at run
 //!   time from `libonnxruntime.so` (see [`ort_library_candidates`] for where it is looked for),
-//!   with optional CUDA and TensorRT execution providers.
+//!   with optional CUDA and TensorRT execution providers;
+//! - **tract-cuda** ([`EngineKind::TractCuda`], cargo feature `cuda`, off by default): tract's
+//!   plan on an NVIDIA GPU; without a CUDA driver it is an error ([`InferError::NoCudaDriver`]),
+//!   never a panic.
 //!
 //! [`load`] reads and checks a model once and returns an [`Engine`], which holds what the
 //! replicas share (the weights) and is `Send + Sync`, meant to live behind an [`Arc`]. Each worker
@@ -63,9 +66,13 @@ mod model;
 #[cfg(feature = "ort")]
 mod ort_engine;
 pub mod testing;
+#[cfg(feature = "cuda")]
+mod tract_cuda_engine;
 mod tract_engine;
 
 pub use error::InferError;
+#[cfg(feature = "cuda")]
+pub use tract_cuda_engine::{CudaWarmUp, CUBLAS_WORKSPACE_CONFIG};
 
 /// The element type a model declares for one of its inputs or outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -205,8 +212,23 @@ pub enum EngineKind {
     /// come from ORT's arena allocator, which recycles its memory between runs (see
     /// [`OrtOptions::cpu_arena`]).
     Ort,
-    /// tract's CUDA runtime: reserved for a future engine behind the cargo feature `cuda`; no
-    /// engine of this kind exists yet and [`load`] never returns one.
+    /// tract's CUDA runtime (cargo feature `cuda`): the tract plan translated for an NVIDIA GPU.
+    ///
+    /// Weights: uploaded once to the device when the engine is built, shared by every session
+    /// (one plan behind an `Arc`). A session is a tract state spawned from it; the activations
+    /// live in an arena of device memory that each session allocates per run.
+    ///
+    /// Threads and streams: tract-cuda gives every OS thread its own CUDA stream and cuBLAS/cuDNN
+    /// handles, so sessions run on separate threads overlap on the GPU. Keep a session on one
+    /// thread.
+    ///
+    /// Start-up: the first use on a machine compiles tract-cuda's kernels with NVRTC (about 45 s,
+    /// then cached in `~/.cache/tract`); [`load`] does it, and [`cuda_warm_up`] does it with
+    /// progress reports. [`load`] also runs the model once.
+    ///
+    /// Allocation per run: inputs are host tensors, uploaded at every run (the session's input
+    /// tensor is reused as with [`EngineKind::Tract`]); outputs are downloaded into new host
+    /// tensors, then copied into the session's [`Tensor`]s.
     TractCuda,
 }
 
@@ -231,6 +253,10 @@ pub enum EngineChoice {
     Tract,
     /// ONNX Runtime, or an error saying why it cannot be used.
     Ort,
+    /// tract-cuda (cargo feature `cuda`), or an error saying why it cannot be used
+    /// ([`InferError::NoCudaDriver`] on a machine without a CUDA driver). [`EngineChoice::Auto`]
+    /// never picks it: the GPU is used only when asked for.
+    TractCuda,
 }
 
 /// Which hardware ONNX Runtime runs the model on.
@@ -444,7 +470,68 @@ pub fn load(
         }
         EngineChoice::Ort => load_ort(&file, opts),
         EngineChoice::Auto => load_auto(&file, opts),
+        EngineChoice::TractCuda => load_tract_cuda(&file, opts),
     }
+}
+
+#[cfg(feature = "cuda")]
+fn load_tract_cuda(file: &model::ModelFile, opts: &EngineOptions) -> Result<(Arc<dyn Engine>, Selection), InferError> {
+    let (engine, warm) = tract_cuda_engine::load(file, opts)?;
+    let reason = format!("tract-cuda: requested; {warm}");
+    Ok((Arc::new(engine), Selection { kind: EngineKind::TractCuda, reason }))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn load_tract_cuda(
+    _file: &model::ModelFile,
+    _opts: &EngineOptions,
+) -> Result<(Arc<dyn Engine>, Selection), InferError> {
+    Err(InferError::EngineNotCompiled { kind: EngineKind::TractCuda, feature: "cuda" })
+}
+
+/// Prepares tract-cuda (cargo feature `cuda`): checks the CUDA driver without panicking, creates
+/// the CUDA context and compiles tract-cuda's kernels with NVRTC, or loads them from their cache
+/// (`~/.cache/tract`), calling `on_progress` with a line of text about four times a second while
+/// it works (the first use on a machine takes about 45 s). Done once per process: [`load`] with
+/// [`EngineChoice::TractCuda`] calls it too; call it first to show the progress.
+///
+/// # Errors
+///
+/// [`InferError::NoCudaDriver`] without a CUDA driver or device; [`InferError::CudaUnavailable`]
+/// when a CUDA library or the CUDA headers are missing, or the context cannot be created.
+#[cfg(feature = "cuda")]
+pub fn cuda_warm_up(on_progress: &dyn Fn(&str)) -> Result<CudaWarmUp, InferError> {
+    tract_cuda_engine::warm_up(on_progress)
+}
+
+/// Checks, without creating a CUDA context, that tract-cuda could run here: the driver, a device,
+/// and the CUDA libraries it loads. Returns the device's description. Never panics.
+///
+/// # Errors
+///
+/// As [`cuda_warm_up`].
+#[cfg(feature = "cuda")]
+pub fn cuda_check() -> Result<String, InferError> {
+    tract_cuda_engine::check()
+}
+
+/// Creates the calling thread's CUDA stream and its cuBLAS and cuDNN handles for tract-cuda, as
+/// the first run on a thread otherwise does (tract-cuda gives each OS thread its own stream), after
+/// [`cuda_warm_up`]. For start-up hooks and memory measurements.
+///
+/// # Errors
+///
+/// As [`cuda_warm_up`].
+#[cfg(feature = "cuda")]
+pub fn cuda_prepare_thread() -> Result<(), InferError> {
+    tract_cuda_engine::prepare_thread()
+}
+
+/// Why [`EngineChoice::Auto`] did not pick the GPU (it picks CPU engines only), with the state
+/// of the CUDA driver here: a line for logs.
+#[cfg(feature = "cuda")]
+pub fn auto_gpu_note() -> String {
+    tract_cuda_engine::auto_note()
 }
 
 #[cfg(feature = "ort")]

@@ -19,48 +19,33 @@ use crate::{
 /// tract's tensor type (ours is [`crate::Tensor`]).
 type TractTensor = tract_onnx::prelude::Tensor;
 
-/// A model optimized by tract, shared by its sessions.
+/// A model optimized by tract, shared by its sessions. The tract-cuda engine is this too, with a
+/// plan built for the GPU (`EngineKind::TractCuda`, see `tract_cuda_engine`).
 pub(crate) struct TractEngine {
+    kind: EngineKind,
     info: Arc<ModelInfo>,
     plan: Arc<TypedSimplePlan>,
     intra_threads: usize,
 }
 
 impl TractEngine {
-    /// Parses, types and optimizes the model.
-    ///
-    /// Declared shapes of intermediate values (`value_info`) and of outputs are ignored: tract
-    /// infers them from the input shapes, and old exports (CenterFace) declare wrong ones.
+    /// Parses, types and optimizes the model (see [`parse`]).
     pub fn load(file: &ModelFile, opts: &EngineOptions) -> Result<TractEngine, InferError> {
-        let shapes = file.input_shapes(opts.input_shape.as_deref())?;
-        let fail = |action: &'static str, e: tract_onnx::prelude::TractError| InferError::Engine {
-            engine: EngineKind::Tract,
-            action,
-            path: file.path.clone(),
-            message: format!("{e:#}"),
-        };
-        let onnx = tract_onnx::onnx().with_ignore_value_info(true).with_ignore_output_shapes(true);
-        let model_dir = file.path.parent().and_then(|d| d.to_str());
-        let parsed = onnx.parse(&file.proto, model_dir).map_err(|e| fail("load", e))?;
-        if !parsed.unresolved_inputs.is_empty() {
-            return Err(InferError::InvalidModel {
-                path: file.path.clone(),
-                reason: format!("nodes read values nothing defines: {:?}", parsed.unresolved_inputs),
-            });
-        }
-        let mut model = parsed.model;
-        for (ix, shape) in shapes.iter().enumerate() {
-            // Concrete shapes let tract pick its kernels once; dynamic axes stay symbolic.
-            if let Some(concrete) = shape.iter().copied().collect::<Option<Vec<usize>>>() {
-                if !concrete.is_empty() {
-                    let fact: InferenceFact = f32::fact(concrete).into();
-                    model.set_input_fact(ix, fact).map_err(|e| fail("load", e))?;
-                }
-            }
-        }
+        let fail = engine_error(EngineKind::Tract, file);
+        let model = parse(file, opts, EngineKind::Tract)?;
         let typed = model.into_optimized().map_err(|e| fail("optimize", e))?;
         let plan = typed.into_runnable().map_err(|e| fail("plan", e))?;
+        TractEngine::from_plan(EngineKind::Tract, file, plan, opts.intra_threads)
+    }
 
+    /// An engine of `kind` around a plan built from `file`.
+    pub fn from_plan(
+        kind: EngineKind,
+        file: &ModelFile,
+        plan: Arc<TypedSimplePlan>,
+        intra_threads: usize,
+    ) -> Result<TractEngine, InferError> {
+        let fail = engine_error(kind, file);
         let m = plan.model();
         let mut inputs = Vec::with_capacity(file.inputs.len());
         for (ix, declared) in file.inputs.iter().enumerate() {
@@ -74,8 +59,49 @@ impl TractEngine {
             outputs.push(info_from_fact(&name, fact));
         }
         let info = ModelInfo { path: file.path.clone(), inputs, outputs, metadata: file.metadata.clone() };
-        Ok(TractEngine { info: Arc::new(info), plan, intra_threads: opts.intra_threads })
+        Ok(TractEngine { kind, info: Arc::new(info), plan, intra_threads })
     }
+}
+
+/// Maps a tract error to [`InferError::Engine`] for `kind` and `file`.
+pub(crate) fn engine_error(
+    kind: EngineKind,
+    file: &ModelFile,
+) -> impl Fn(&'static str, tract_onnx::prelude::TractError) -> InferError + '_ {
+    move |action, e| InferError::Engine { engine: kind, action, path: file.path.clone(), message: format!("{e:#}") }
+}
+
+/// Parses the model and sets its concrete input shapes, ready for typing and optimization.
+///
+/// Declared shapes of intermediate values (`value_info`) and of outputs are ignored: tract
+/// infers them from the input shapes, and old exports (CenterFace) declare wrong ones.
+pub(crate) fn parse(
+    file: &ModelFile,
+    opts: &EngineOptions,
+    kind: EngineKind,
+) -> Result<tract_onnx::prelude::InferenceModel, InferError> {
+    let shapes = file.input_shapes(opts.input_shape.as_deref())?;
+    let fail = engine_error(kind, file);
+    let onnx = tract_onnx::onnx().with_ignore_value_info(true).with_ignore_output_shapes(true);
+    let model_dir = file.path.parent().and_then(|d| d.to_str());
+    let parsed = onnx.parse(&file.proto, model_dir).map_err(|e| fail("load", e))?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(InferError::InvalidModel {
+            path: file.path.clone(),
+            reason: format!("nodes read values nothing defines: {:?}", parsed.unresolved_inputs),
+        });
+    }
+    let mut model = parsed.model;
+    for (ix, shape) in shapes.iter().enumerate() {
+        // Concrete shapes let tract pick its kernels once; dynamic axes stay symbolic.
+        if let Some(concrete) = shape.iter().copied().collect::<Option<Vec<usize>>>() {
+            if !concrete.is_empty() {
+                let fact: InferenceFact = f32::fact(concrete).into();
+                model.set_input_fact(ix, fact).map_err(|e| fail("load", e))?;
+            }
+        }
+    }
+    Ok(model)
 }
 
 /// What tract knows of an input or output after optimization.
@@ -98,7 +124,7 @@ fn info_from_fact(name: &str, fact: &TypedFact) -> TensorInfo {
 
 impl Engine for TractEngine {
     fn kind(&self) -> EngineKind {
-        EngineKind::Tract
+        self.kind
     }
 
     fn model(&self) -> &ModelInfo {
@@ -113,7 +139,7 @@ impl Engine for TractEngine {
 impl TractEngine {
     fn new_session(&self) -> Result<TractSession, InferError> {
         let state = self.plan.spawn().map_err(|e| InferError::Engine {
-            engine: EngineKind::Tract,
+            engine: self.kind,
             action: "start a session for",
             path: self.info.path.clone(),
             message: format!("{e:#}"),
@@ -151,12 +177,13 @@ impl TractEngine {
                 Tensor { name: o.name.clone(), shape: known.unwrap_or_default(), data: Vec::with_capacity(len) }
             })
             .collect();
-        Ok(TractSession { info: Arc::clone(&self.info), state, input_slots, outputs, executor })
+        Ok(TractSession { kind: self.kind, info: Arc::clone(&self.info), state, input_slots, outputs, executor })
     }
 }
 
 /// One replica: its own tract state, input tensors and output buffers.
 struct TractSession {
+    kind: EngineKind,
     info: Arc<ModelInfo>,
     state: TypedSimpleState,
     /// The tensors handed to tract as inputs. tract takes inputs as `Arc`s; we keep one
@@ -169,12 +196,7 @@ struct TractSession {
 
 impl TractSession {
     fn engine_error(&self, action: &'static str, e: tract_onnx::prelude::TractError) -> InferError {
-        InferError::Engine {
-            engine: EngineKind::Tract,
-            action,
-            path: self.info.path.clone(),
-            message: format!("{e:#}"),
-        }
+        InferError::Engine { engine: self.kind, action, path: self.info.path.clone(), message: format!("{e:#}") }
     }
 
     /// Sets the inputs, runs the plan and copies the outputs out. The caller resets the turn.
@@ -184,13 +206,13 @@ impl TractSession {
             match Arc::get_mut(slot) {
                 Some(t) if t.shape() == input.shape => {
                     let mut view = t.try_as_plain_ram_mut().map_err(|e| InferError::Engine {
-                        engine: EngineKind::Tract,
+                        engine: self.kind,
                         action: "prepare the input of",
                         path: self.info.path.clone(),
                         message: format!("{e:#}"),
                     })?;
                     let dst = view.as_slice_mut::<f32>().map_err(|e| InferError::Engine {
-                        engine: EngineKind::Tract,
+                        engine: self.kind,
                         action: "prepare the input of",
                         path: self.info.path.clone(),
                         message: format!("{e:#}"),
@@ -229,7 +251,7 @@ impl TractSession {
             };
             if let Err(e) = copied {
                 return Err(InferError::Engine {
-                    engine: EngineKind::Tract,
+                    engine: self.kind,
                     action: "read the outputs of",
                     path: self.info.path.clone(),
                     message: format!("{e:#}"),

@@ -2,10 +2,11 @@
 
 use std::ffi::c_void;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use framepipe::pool::{Pool, Pooled};
 use framepipe_vision::{Frame, FrameRef, PixelFormat};
-use opencv::core::{Mat, MatTraitConst, MatTraitConstManual, CV_8UC1, CV_8UC3};
+use opencv::core::{Mat, MatTraitConst, MatTraitConstManual, Vector, CV_8UC1, CV_8UC3};
 use opencv::prelude::{VideoCaptureTrait, VideoCaptureTraitConst};
 use opencv::videoio::{self, VideoCapture};
 
@@ -30,6 +31,46 @@ pub struct VideoInfo {
     pub live: bool,
 }
 
+/// How to open a source: time limits for network streams.
+///
+/// OpenCV's FFmpeg backend honours both limits for URL sources (`rtsp://`, `http://`, `tcp://`, …):
+/// an unreachable host fails the open after `open_timeout`, and a stream that stops sending ends
+/// with [`VideoError::Died`] after `read_timeout` instead of blocking the reading thread forever.
+/// Cameras, GStreamer pipelines and files ignore them (OpenCV 4.6's GStreamer backend refuses the
+/// properties); a caller that must never block on those reads on a thread of its own and watches it
+/// (as `framepipe-app`'s camera source does).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Longest time opening a network stream may take (default 10 s; `None`: the backend's own).
+    pub open_timeout: Option<Duration>,
+    /// Longest time one read from a network stream may wait for data (default 5 s; `None`: the
+    /// backend's own, which may be forever).
+    pub read_timeout: Option<Duration>,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { open_timeout: Some(Duration::from_secs(10)), read_timeout: Some(Duration::from_secs(5)) }
+    }
+}
+
+impl OpenOptions {
+    /// The options as OpenCV open parameters (pairs of property and value, in milliseconds).
+    fn params(&self) -> Vector<i32> {
+        let ms = |d: Duration| d.as_millis().clamp(1, i32::MAX as u128) as i32;
+        let mut v = Vector::new();
+        if let Some(d) = self.open_timeout {
+            v.push(videoio::CAP_PROP_OPEN_TIMEOUT_MSEC);
+            v.push(ms(d));
+        }
+        if let Some(d) = self.read_timeout {
+            v.push(videoio::CAP_PROP_READ_TIMEOUT_MSEC);
+            v.push(ms(d));
+        }
+        v
+    }
+}
+
 /// Decodes a video file, camera or stream into frames from a pool, without copying: each frame is
 /// decoded straight into a pooled buffer, which returns to the pool when the last stage drops it.
 ///
@@ -44,12 +85,21 @@ pub struct VideoSource {
     delivered: u64,
     limit: Option<u64>,
     done: bool,
+    read_timeout: Option<Duration>,
+    first_time: Option<Duration>,
+    stream_time: Option<Duration>,
 }
 
 impl VideoSource {
     /// Opens a source and decodes its first frame (to learn the frame size). `pool` is how many frames
-    /// the pool keeps; size it by how many frames can be alive at once in the pipeline.
+    /// the pool keeps; size it by how many frames can be alive at once in the pipeline. Network
+    /// streams get the default [`OpenOptions`] time limits.
     pub fn open(spec: &SourceSpec, pool: usize) -> Result<Self, VideoError> {
+        Self::open_with(spec, pool, &OpenOptions::default())
+    }
+
+    /// Like [`open`](VideoSource::open), with explicit time limits for network streams.
+    pub fn open_with(spec: &SourceSpec, pool: usize, options: &OpenOptions) -> Result<Self, VideoError> {
         let name = spec.to_string();
         let open_err = |reason: String| VideoError::Open { source_name: name.clone(), reason };
         let cap = match spec {
@@ -67,7 +117,7 @@ impl VideoSource {
                     _ => VideoCapture::from_file(path_str(p)?, videoio::CAP_ANY),
                 }
             }
-            SourceSpec::Url(u) => VideoCapture::from_file(u, videoio::CAP_FFMPEG),
+            SourceSpec::Url(u) => VideoCapture::from_file_with_params(u, videoio::CAP_FFMPEG, &options.params()),
             SourceSpec::GStreamer(p) => VideoCapture::from_file(p, videoio::CAP_GSTREAMER),
             SourceSpec::Camera(i) => VideoCapture::new(*i, videoio::CAP_V4L2),
         }
@@ -91,6 +141,7 @@ impl VideoSource {
         if !ok || first.empty() {
             return Err(VideoError::NoFrames(name));
         }
+        let first_time = position(&cap);
         let (width, height) = (first.cols() as usize, first.rows() as usize);
         let info = VideoInfo { source: name, width, height, fps, frames, backend, live: spec.is_live() };
         let pool = Pool::new(pool.max(1), pool.max(1), move || {
@@ -105,7 +156,22 @@ impl VideoSource {
             delivered: 0,
             limit: None,
             done: false,
+            read_timeout: match spec {
+                SourceSpec::Url(_) => options.read_timeout,
+                _ => None,
+            },
+            first_time,
+            stream_time: None,
         })
+    }
+
+    /// The stream's own timestamp of the frame [`read_frame`](VideoSource::read_frame) delivered
+    /// last, as OpenCV reports it (`CAP_PROP_POS_MSEC`): a file's or a timestamped stream's
+    /// presentation time, a V4L2 camera's buffer time, a GStreamer buffer's running time. `None`
+    /// where the source has none (MJPEG over HTTP carries no timestamps). Only differences between
+    /// frames of one source are meaningful: the origin is the source's.
+    pub fn stream_time(&self) -> Option<Duration> {
+        self.stream_time
     }
 
     /// What the source announced.
@@ -135,9 +201,17 @@ impl VideoSource {
             return None;
         }
         let mut frame = self.pool.take();
+        let started = Instant::now();
         let result = match self.first.take() {
-            Some(first) => copy_into(&first, &mut frame).map(|_| true),
-            None => self.decode_into(&mut frame),
+            Some(first) => {
+                self.stream_time = self.first_time;
+                copy_into(&first, &mut frame).map(|_| true)
+            }
+            None => self.decode_into(&mut frame).inspect(|ok| {
+                if *ok {
+                    self.stream_time = position(&self.cap);
+                }
+            }),
         };
         match result {
             Ok(true) => {
@@ -146,7 +220,7 @@ impl VideoSource {
             }
             Ok(false) => {
                 self.done = true;
-                self.end_of_stream()
+                self.end_of_stream(started.elapsed())
             }
             Err(reason) => {
                 self.done = true;
@@ -156,7 +230,8 @@ impl VideoSource {
     }
 
     /// The source ended: fine for a file that delivered what it announced, an error otherwise.
-    fn end_of_stream(&mut self) -> Option<Result<Pooled<Frame>, VideoError>> {
+    /// `waited` is how long the failed read took (a read that ran into the read timeout stalled).
+    fn end_of_stream(&mut self, waited: Duration) -> Option<Result<Pooled<Frame>, VideoError>> {
         let name = self.info.source.clone();
         match (&self.spec, self.info.frames) {
             // Containers estimate their frame count; a shortfall of a couple of frames is normal.
@@ -176,7 +251,13 @@ impl VideoSource {
             _ => Some(Err(VideoError::Died {
                 source_name: name,
                 frames: self.delivered,
-                reason: "the capture returned no frame (the stream ended or the device disappeared)".into(),
+                reason: match self.read_timeout {
+                    // FFmpeg gives up a little before or after the limit; most of it is enough.
+                    Some(t) if waited >= t.mul_f64(0.8) => {
+                        format!("no data for {:.1} s (the read timeout): the stream stalled", waited.as_secs_f64())
+                    }
+                    _ => "the capture returned no frame (the stream ended or the device disappeared)".into(),
+                },
             })),
         }
     }
@@ -209,6 +290,13 @@ impl framepipe::Source for VideoSource {
     fn next(&mut self) -> Option<Result<Pooled<Frame>, VideoError>> {
         self.read_frame()
     }
+}
+
+/// The capture's position (timestamp of the last frame read), if it is a plausible time. Backends
+/// without timestamps report garbage (FFmpeg's MJPEG-over-HTTP demuxer: about -3.7e20 ms).
+fn position(cap: &VideoCapture) -> Option<Duration> {
+    let ms = cap.get(videoio::CAP_PROP_POS_MSEC).ok()?;
+    (ms.is_finite() && (0.0..1e13).contains(&ms)).then(|| Duration::from_secs_f64(ms / 1e3))
 }
 
 fn path_str(p: &Path) -> Result<&str, VideoError> {

@@ -1,0 +1,569 @@
+//! The GPU harness, for a GPU machine without OpenCV (the `framepipe` binary needs OpenCV for video
+//! I/O; this needs only the CUDA driver and libraries): tract-cuda's warm-up, the device-memory
+//! table, the GPU letterbox against the CPU one, and the detection stages (pre → infer × N → post)
+//! on synthetic frames, run serially, through the framepipe runtime, and as a pool of workers.
+//!
+//! ```text
+//! cargo build --release -p framepipe-cuda --example gpu
+//! gpu info
+//! gpu warm
+//! gpu mem   --model M [--replicas 1,2,4,8] [--json FILE]
+//! (every command: --small-cublas sets CUBLAS_WORKSPACE_CONFIG=:4096:1, 4 MiB of cuBLAS workspace
+//!  per thread instead of cuBLAS's default)
+//! gpu pre   [--iters 200] [--json FILE]
+//! gpu bench --model M [--replicas 1,2,4,8] [--frames 600] [--size 1280x720] [--gpu-pre]
+//!           [--modes serial,pipelined,pool] [--json FILE]
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use framepipe::pool::{Pool, Pooled};
+use framepipe::{IterSource, Pipeline, SourceConfig, Stage, StageConfig, StageContext};
+use framepipe_cuda::memory::{self, Sharing};
+use framepipe_cuda::{CudaError, GpuPreprocessor};
+use framepipe_infer::{load, Engine, EngineChoice, EngineOptions, InferError, Session, TensorRef};
+use framepipe_vision::{
+    Decoder, Detection, Frame, LetterboxParams, NmsConfig, PixelFormat, PostprocessConfig, Postprocessor,
+    PreprocessConfig, Preprocessor, TensorView, VisionError,
+};
+use serde_json::{json, Value};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+struct Args(Vec<String>);
+
+impl Args {
+    fn opt(&self, name: &str) -> Option<String> {
+        self.0.iter().position(|a| a == name).and_then(|i| self.0.get(i + 1).cloned())
+    }
+    fn flag(&self, name: &str) -> bool {
+        self.0.iter().any(|a| a == name)
+    }
+    fn list(&self, name: &str, default: &str) -> Res<Vec<usize>> {
+        let s = self.opt(name).unwrap_or_else(|| default.into());
+        s.split(',')
+            .map(|p| p.trim().parse::<usize>().ok().filter(|n| *n > 0))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| format!("{name} {s}: expected positive numbers joined by commas").into())
+    }
+    fn model(&self) -> Res<PathBuf> {
+        let p = PathBuf::from(self.opt("--model").ok_or("--model M is required")?);
+        if !p.is_file() {
+            return Err(format!("model {} not found", p.display()).into());
+        }
+        Ok(p)
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args(std::env::args().skip(1).collect());
+    // As `framepipe --small-cublas-workspace`: a 4 MiB cuBLAS workspace per thread instead of
+    // cuBLAS's default, unless set by the user. No thread exists yet.
+    if args.flag("--small-cublas") && std::env::var_os("CUBLAS_WORKSPACE_CONFIG").is_none() {
+        std::env::set_var("CUBLAS_WORKSPACE_CONFIG", framepipe_infer::CUBLAS_WORKSPACE_CONFIG);
+    }
+    let result = match args.0.first().map(String::as_str) {
+        Some("info") => info(),
+        Some("warm") => warm(),
+        Some("mem") => mem(&args),
+        Some("pre") => pre(&args),
+        Some("bench") => bench(&args),
+        _ => Err("usage: gpu info | warm | mem --model M | pre | bench --model M (see the source's header)".into()),
+    };
+    match result {
+        Ok(v) => {
+            if let (Some(path), false) = (args.opt("--json"), v.is_null()) {
+                if let Err(e) = std::fs::write(&path, serde_json::to_string_pretty(&v).expect("json") + "\n") {
+                    eprintln!("error: cannot write {path}: {e}");
+                    return std::process::ExitCode::from(2);
+                }
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn info() -> Res<Value> {
+    let dev = framepipe_cuda::check_driver()?;
+    println!("device: {dev}");
+    println!("tract-cuda: {}", framepipe_infer::cuda_check()?);
+    let m = framepipe_cuda::driver::mem_info()?;
+    println!("memory: {:.0} MB used of {:.0} MB", m.used() as f64 / 1e6, m.total as f64 / 1e6);
+    Ok(json!({ "device": dev }))
+}
+
+fn warm() -> Res<Value> {
+    let last = Mutex::new(Instant::now() - Duration::from_secs(10));
+    let warm = framepipe_infer::cuda_warm_up(&|msg| {
+        // A line every 5 s at most: this goes to a log, not to a terminal.
+        let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
+        if l.elapsed() >= Duration::from_secs(5) {
+            eprintln!("warm-up: {msg}");
+            *l = Instant::now();
+        }
+    })?;
+    println!("warm-up: {warm}");
+    Ok(json!({ "warm_up_s": warm.duration.as_secs_f64(), "compiled": warm.compiled, "device": warm.device }))
+}
+
+fn mem(args: &Args) -> Res<Value> {
+    let model = args.model()?;
+    let counts = args.list("--replicas", "1,2,4,8")?;
+    if let Some(only) = args.opt("--only") {
+        let sharing: Sharing = only.parse()?;
+        let table = memory::measure(&model, &EngineOptions::default(), sharing, &counts)?;
+        println!("{}", memory::child_line(&table));
+        return Ok(Value::Null);
+    }
+    let exe = std::env::current_exe()?;
+    let replicas = args.opt("--replicas").unwrap_or_else(|| "1,2,4,8".into());
+    let (shared, independent) = memory::measure_in_processes(|sharing| {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("mem").arg("--model").arg(&model).args(["--replicas", &replicas, "--only", sharing.name()]);
+        if args.flag("--small-cublas") {
+            cmd.arg("--small-cublas");
+        }
+        cmd
+    })?;
+    print!("{}", memory::render(&shared, Some(&independent)));
+    Ok(json!({ "shared": shared, "independent": independent }))
+}
+
+/// A deterministic BGR frame: gradients, a few sharp-edged blocks, and noise.
+fn synthetic_frame(w: usize, h: usize, seed: u64) -> Frame {
+    let mut f = Frame::new(w, h, PixelFormat::Bgr8).expect("a valid size");
+    let stride = f.stride();
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let data = f.data_mut();
+    for y in 0..h {
+        for x in 0..w {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let block = ((x / 97 + y / 61 + seed as usize) % 5) as u8 * 40;
+            let i = y * stride + 3 * x;
+            data[i] = ((x * 255 / w) as u8).wrapping_add(block).wrapping_add((s & 15) as u8);
+            data[i + 1] = ((y * 255 / h) as u8).wrapping_add((s >> 8 & 15) as u8);
+            data[i + 2] = block.wrapping_add(((x + y) & 63) as u8);
+        }
+    }
+    f
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+fn stats_us(mut v: Vec<f64>) -> Value {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    json!({ "p50": percentile(&v, 0.5), "p90": percentile(&v, 0.9), "p99": percentile(&v, 0.99),
+            "max": v.last().copied().unwrap_or(f64::NAN), "mean": mean, "count": v.len() })
+}
+
+/// The GPU letterbox against the CPU one: time per frame and largest difference, per frame size.
+fn pre(args: &Args) -> Res<Value> {
+    let iters: usize = args.opt("--iters").map_or(Ok(200), |s| s.parse())?;
+    let config = PreprocessConfig::new(640, 640);
+    let mut cpu = Preprocessor::new(config)?;
+    let mut gpu = GpuPreprocessor::new(config)?;
+    let mut device_out = gpu.stream().alloc_zeros::<f32>(config.output_len())?;
+    let mut rows = Vec::new();
+    println!("{:>10} {:>10} {:>16} {:>16} {:>12}", "frame", "CPU ms", "GPU->host ms", "GPU->device ms", "max |diff|");
+    for (w, h) in [(1920, 1080), (1280, 720), (480, 640), (1366, 768), (333, 777)] {
+        let frames: Vec<Frame> = (0..4).map(|k| synthetic_frame(w, h, k)).collect();
+        let mut a = vec![0f32; config.output_len()];
+        let mut b = vec![0f32; config.output_len()];
+        let mut worst = 0f32;
+        for f in &frames {
+            cpu.preprocess(f.as_ref(), &mut a)?;
+            gpu.preprocess_to_host(f.as_ref(), &mut b)?;
+            worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(worst, f32::max);
+        }
+        let time = |f: &mut dyn FnMut(&Frame) -> Res<()>| -> Res<Vec<f64>> {
+            let mut t = Vec::with_capacity(iters);
+            for i in 0..iters {
+                let frame = &frames[i % frames.len()];
+                let t0 = Instant::now();
+                f(frame)?;
+                t.push(t0.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok(t)
+        };
+        let t_cpu = time(&mut |f| Ok(cpu.preprocess(f.as_ref(), &mut a).map(|_| ())?))?;
+        let t_host = time(&mut |f| Ok(gpu.preprocess_to_host(f.as_ref(), &mut b).map(|_| ())?))?;
+        let t_dev = time(&mut |f| {
+            gpu.preprocess_to_device(f.as_ref(), &mut device_out)?;
+            Ok(gpu.synchronize()?)
+        })?;
+        let (c, hst, d) = (stats_us(t_cpu), stats_us(t_host), stats_us(t_dev));
+        println!(
+            "{:>10} {:>10.3} {:>16.3} {:>16.3} {:>12.2e}",
+            format!("{w}x{h}"),
+            c["p50"].as_f64().unwrap_or(0.0) / 1e3,
+            hst["p50"].as_f64().unwrap_or(0.0) / 1e3,
+            d["p50"].as_f64().unwrap_or(0.0) / 1e3,
+            worst
+        );
+        rows.push(json!({ "frame": format!("{w}x{h}"), "cpu_us": c, "gpu_to_host_us": hst,
+                          "gpu_to_device_us": d, "max_abs_diff": worst }));
+    }
+    println!("(GPU->host: copy into pinned memory, upload, kernel, download, copy out; GPU->device: the same without the download, synchronised)");
+    Ok(json!({ "input": "640x640", "iters": iters, "rows": rows }))
+}
+
+// ---------------------------------------------------------------- the detection stages
+
+/// Raw outputs copied out of a session.
+#[derive(Default)]
+struct Outputs(Vec<(Vec<usize>, Vec<f32>)>);
+
+struct Prepared {
+    input: Pooled<Vec<f32>>,
+    letterbox: LetterboxParams,
+}
+
+struct Inferred {
+    outputs: Pooled<Outputs>,
+    letterbox: LetterboxParams,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StageError {
+    #[error(transparent)]
+    Vision(#[from] VisionError),
+    #[error(transparent)]
+    Cuda(#[from] CudaError),
+    #[error(transparent)]
+    Infer(#[from] InferError),
+}
+
+/// What every stage needs to know about the model.
+#[derive(Clone)]
+struct Spec {
+    engine: Arc<dyn Engine>,
+    pre: PreprocessConfig,
+    shape: Vec<usize>,
+    decoder: Decoder,
+    post: PostprocessConfig,
+    gpu_pre: bool,
+    inputs: Pool<Vec<f32>>,
+    outputs: Pool<Outputs>,
+    detections: Pool<Vec<Detection>>,
+}
+
+impl Spec {
+    fn new(engine: Arc<dyn Engine>, gpu_pre: bool, live: usize) -> Res<Spec> {
+        let info = engine.model();
+        let shape: Vec<usize> =
+            info.inputs[0].shape.iter().copied().collect::<Option<_>>().ok_or("the model input has dynamic axes")?;
+        let [_, _, h, w] = shape[..] else { return Err("the model input is not 1x3xHxW".into()) };
+        let out: Vec<usize> =
+            info.outputs[0].shape.iter().copied().collect::<Option<_>>().ok_or("the model output has dynamic axes")?;
+        let len = 3 * w * h;
+        Ok(Spec {
+            pre: PreprocessConfig::new(w, h),
+            decoder: Decoder::from_output_shape(&out, None)?,
+            post: PostprocessConfig {
+                conf_threshold: 0.25,
+                nms: NmsConfig { iou_threshold: 0.45, ..NmsConfig::default() },
+            },
+            shape,
+            engine,
+            gpu_pre,
+            inputs: Pool::new(live, live, move || vec![0.0; len]),
+            outputs: Pool::new(live, 0, Outputs::default),
+            detections: Pool::new(live, live, || Vec::with_capacity(300)),
+        })
+    }
+}
+
+struct Pre {
+    cpu: Preprocessor,
+    gpu: Option<GpuPreprocessor>,
+    pool: Pool<Vec<f32>>,
+}
+
+impl Pre {
+    fn new(s: &Spec) -> Result<Pre, StageError> {
+        let gpu = if s.gpu_pre { Some(GpuPreprocessor::new(s.pre)?) } else { None };
+        Ok(Pre { cpu: Preprocessor::new(s.pre)?, gpu, pool: s.inputs.clone() })
+    }
+}
+
+impl Stage<Arc<Frame>> for Pre {
+    type Out = Prepared;
+    type Error = StageError;
+    fn process(&mut self, frame: Arc<Frame>) -> Result<Prepared, StageError> {
+        let mut input = self.pool.take();
+        let letterbox = match self.gpu.as_mut() {
+            Some(g) => g.preprocess_to_host(frame.as_ref().as_ref(), &mut input)?,
+            None => self.cpu.preprocess(frame.as_ref().as_ref(), &mut input)?,
+        };
+        Ok(Prepared { input, letterbox })
+    }
+}
+
+struct Infer {
+    session: Box<dyn Session>,
+    shape: Vec<usize>,
+    pool: Pool<Outputs>,
+}
+
+impl Infer {
+    fn new(s: &Spec) -> Result<Infer, StageError> {
+        Ok(Infer { session: s.engine.session()?, shape: s.shape.clone(), pool: s.outputs.clone() })
+    }
+}
+
+impl Stage<Prepared> for Infer {
+    type Out = Inferred;
+    type Error = StageError;
+    fn process(&mut self, p: Prepared) -> Result<Inferred, StageError> {
+        let outs = self.session.run(&[TensorRef::new(&self.shape, &p.input)])?;
+        let mut set = self.pool.take();
+        set.0.resize_with(outs.len(), Default::default);
+        for (slot, t) in set.0.iter_mut().zip(outs) {
+            slot.0.clear();
+            slot.0.extend_from_slice(&t.shape);
+            slot.1.clear();
+            slot.1.extend_from_slice(&t.data);
+        }
+        Ok(Inferred { outputs: set, letterbox: p.letterbox })
+    }
+
+    /// The first run on this thread creates its CUDA stream and cuDNN state: start-up time.
+    fn on_start(&mut self) -> Result<(), StageError> {
+        let blank = vec![0.5f32; self.shape.iter().product()];
+        self.session.run(&[TensorRef::new(&self.shape, &blank)])?;
+        Ok(())
+    }
+}
+
+struct Post {
+    post: Postprocessor,
+    pool: Pool<Vec<Detection>>,
+}
+
+impl Post {
+    fn new(s: &Spec) -> Result<Post, StageError> {
+        Ok(Post { post: Postprocessor::new(s.decoder.clone(), s.post)?, pool: s.detections.clone() })
+    }
+}
+
+impl Stage<Inferred> for Post {
+    type Out = Pooled<Vec<Detection>>;
+    type Error = StageError;
+    fn process(&mut self, i: Inferred) -> Result<Pooled<Vec<Detection>>, StageError> {
+        let mut dets = self.pool.take();
+        let views: Vec<TensorView<'_>> = i.outputs.0.iter().map(|(s, d)| TensorView { shape: s, data: d }).collect();
+        self.post.process(&views, &i.letterbox, &mut dets)?;
+        Ok(dets)
+    }
+}
+
+// ---------------------------------------------------------------- the modes
+
+fn frames_source(frames: &[Arc<Frame>], n: usize) -> impl Iterator<Item = Arc<Frame>> + Send + 'static {
+    let frames = frames.to_vec();
+    (0..n).map(move |i| Arc::clone(&frames[i % frames.len()]))
+}
+
+fn mode_result(name: &str, replicas: usize, frames: usize, wall: f64, lat_us: Vec<f64>, infer_us: Vec<f64>) -> Value {
+    let done = lat_us.len();
+    json!({ "mode": name, "replicas": replicas, "frames": frames, "processed": done,
+            "throughput_fps": done as f64 / wall.max(1e-9), "latency_us": stats_us(lat_us),
+            "infer_us": stats_us(infer_us) })
+}
+
+fn run_serial(spec: &Spec, frames: &[Arc<Frame>], n: usize) -> Res<Value> {
+    let (mut pre, mut infer, mut post) = (Pre::new(spec)?, Infer::new(spec)?, Post::new(spec)?);
+    infer.on_start()?;
+    let (mut lat, mut inf) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let start = Instant::now();
+    for f in frames_source(frames, n) {
+        let t0 = Instant::now();
+        let p = pre.process(f)?;
+        let t1 = Instant::now();
+        let i = infer.process(p)?;
+        inf.push(t1.elapsed().as_secs_f64() * 1e6);
+        post.process(i)?;
+        lat.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(mode_result("serial", 1, n, start.elapsed().as_secs_f64(), lat, inf))
+}
+
+fn run_pipelined(spec: &Spec, frames: &[Arc<Frame>], n: usize, replicas: usize) -> Res<Value> {
+    let side = replicas.div_ceil(2);
+    let (s1, s2, s3) = (spec.clone(), spec.clone(), spec.clone());
+    let mut pipeline = Pipeline::<Arc<Frame>>::builder()
+        .source(SourceConfig::new("decode"), IterSource(frames_source(frames, n)))
+        .stage(StageConfig::new("pre").replicas(side), move |_: &StageContext| Pre::new(&s1))
+        .stage(StageConfig::new("infer").replicas(replicas), move |_: &StageContext| Infer::new(&s2))
+        .stage(StageConfig::new("post").replicas(side), move |_: &StageContext| Post::new(&s3))
+        .build()?;
+    let mut errors = 0u64;
+    while let Some(out) = pipeline.recv() {
+        if out.result().is_err() {
+            errors += 1;
+        }
+    }
+    let report = pipeline.close()?;
+    let infer = report.stages.iter().find(|s| s.name == "infer").map(|s| s.service_us);
+    let mut v = json!({ "mode": "pipelined", "replicas": replicas, "pre_replicas": side, "post_replicas": side,
+        "frames": n, "processed": report.processed, "errored": errors, "reordered": report.reordered,
+        "throughput_fps": report.throughput_fps, "bound_fps": report.bound_fps,
+        "latency_us": report.latency_us, "infer_us": infer });
+    v["report"] = serde_json::to_value(&report)?;
+    Ok(v)
+}
+
+fn run_pool(spec: &Spec, frames: &[Arc<Frame>], n: usize, workers: usize) -> Res<Value> {
+    let (job_tx, job_rx) = mpsc::sync_channel::<(Instant, Arc<Frame>)>(workers);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let (done_tx, done_rx) = mpsc::channel::<Result<(f64, f64), String>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let mut handles = Vec::new();
+    for w in 0..workers {
+        let (spec, job_rx, done_tx, ready_tx) = (spec.clone(), job_rx.clone(), done_tx.clone(), ready_tx.clone());
+        handles.push(std::thread::Builder::new().name(format!("worker#{w}")).spawn(move || {
+            let stages = (|| -> Result<_, StageError> {
+                let (pre, mut infer, post) = (Pre::new(&spec)?, Infer::new(&spec)?, Post::new(&spec)?);
+                infer.on_start()?;
+                Ok((pre, infer, post))
+            })();
+            let (mut pre, mut infer, mut post) = match stages {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            loop {
+                let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok((captured, frame)) = job else { break };
+                let r = (|| -> Result<f64, StageError> {
+                    let p = pre.process(frame)?;
+                    let t1 = Instant::now();
+                    let i = infer.process(p)?;
+                    let inf = t1.elapsed().as_secs_f64() * 1e6;
+                    post.process(i)?;
+                    Ok(inf)
+                })();
+                let _ =
+                    done_tx.send(r.map(|inf| (captured.elapsed().as_secs_f64() * 1e6, inf)).map_err(|e| e.to_string()));
+            }
+        })?);
+    }
+    drop(done_tx);
+    drop(ready_tx);
+    // One message per worker once its stages are built and warmed up (workers keep their sender).
+    for _ in 0..workers {
+        ready_rx.recv().map_err(|_| "a worker died while starting")??;
+    }
+    let start = Instant::now();
+    let feeder = {
+        let src: Vec<Arc<Frame>> = frames_source(frames, n).collect();
+        std::thread::spawn(move || {
+            for f in src {
+                if job_tx.send((Instant::now(), f)).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let (mut lat, mut inf) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut first_error = None;
+    // Ends when every frame is back (the workers exit once the feeder is done).
+    for r in done_rx.iter() {
+        match r {
+            Ok((l, i)) => {
+                lat.push(l);
+                inf.push(i);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let _ = feeder.join();
+    drop(job_rx);
+    for h in handles {
+        let _ = h.join();
+    }
+    if let Some(e) = first_error {
+        return Err(e.into());
+    }
+    Ok(mode_result("pool", workers, n, wall, lat, inf))
+}
+
+fn bench(args: &Args) -> Res<Value> {
+    let model = args.model()?;
+    let counts = args.list("--replicas", "1,2,4,8")?;
+    let n: usize = args.opt("--frames").map_or(Ok(600), |s| s.parse())?;
+    let gpu_pre = args.flag("--gpu-pre");
+    let size = args.opt("--size").unwrap_or_else(|| "1280x720".into());
+    let (w, h) = size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
+        .ok_or("--size: expected WxH")?;
+    let modes = args.opt("--modes").unwrap_or_else(|| "serial,pipelined,pool".into());
+    let t0 = Instant::now();
+    let (engine, selection) = load(&model, EngineChoice::TractCuda, &EngineOptions::default())?;
+    eprintln!("engine: {} (loaded in {:.1} s)", selection.reason, t0.elapsed().as_secs_f64());
+    let frames: Vec<Arc<Frame>> = (0..8).map(|k| Arc::new(synthetic_frame(w, h, k))).collect();
+    let max = counts.iter().copied().max().unwrap_or(1);
+    let spec = Spec::new(engine, gpu_pre, 4 * max + 16)?;
+    let mut runs = Vec::new();
+    println!("model {} on {} frames {w}x{h}, pre on the {}", model.display(), n, if gpu_pre { "GPU" } else { "CPU" });
+    println!("{:>10} {:>8} {:>10} {:>10} {:>10} {:>12}", "mode", "replicas", "fps", "p50 ms", "p99 ms", "infer p50 ms");
+    let show = |v: &Value| {
+        let ms = |x: &Value| x.as_f64().unwrap_or(f64::NAN) / 1e3;
+        println!(
+            "{:>10} {:>8} {:>10.1} {:>10.2} {:>10.2} {:>12.2}",
+            v["mode"].as_str().unwrap_or("?"),
+            v["replicas"],
+            v["throughput_fps"].as_f64().unwrap_or(f64::NAN),
+            ms(&v["latency_us"]["p50"]),
+            ms(&v["latency_us"]["p99"]),
+            ms(&v["infer_us"]["p50"])
+        );
+    };
+    if modes.contains("serial") {
+        let v = run_serial(&spec, &frames, n)?;
+        show(&v);
+        runs.push(v);
+    }
+    for &r in &counts {
+        if modes.contains("pipelined") {
+            let v = run_pipelined(&spec, &frames, n, r)?;
+            show(&v);
+            runs.push(v);
+        }
+        if modes.contains("pool") {
+            let v = run_pool(&spec, &frames, n, r)?;
+            show(&v);
+            runs.push(v);
+        }
+    }
+    Ok(json!({ "model": model_name(&model), "engine": selection.reason, "frame": size, "frames": n,
+               "gpu_pre": gpu_pre, "runs": runs }))
+}
+
+fn model_name(p: &Path) -> String {
+    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
