@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;
 
 use crate::envelope::{Envelope, Tombstone};
@@ -149,43 +149,65 @@ pub(crate) struct Gate<T> {
     tx: Sender<Waiting<T>>,
     // A receiving end for the dropping policies, which pop waiting frames from the producer side.
     rx: Receiver<Waiting<T>>,
-    close_tx: Mutex<Option<Sender<()>>>,
+    // Rung after every enqueue and close: the first stage waits on it when every queue is empty.
+    bell: Sender<()>,
+    stream: u32,
     pub(crate) counters: Arc<EntranceCounters>,
 }
 
-impl<T> Gate<T> {
-    pub(crate) fn new(policy: Admission, capacity: usize) -> (Arc<Self>, Receiver<Waiting<T>>, Receiver<()>) {
-        let (tx, rx) = crossbeam_channel::bounded(capacity);
-        // Capacity 1, not 0: selecting on a zero-capacity channel allocates a packet per wait.
-        let (close_tx, close_rx) = crossbeam_channel::bounded(1);
-        let gate = Arc::new(Gate {
-            policy,
-            latch: CloseLatch::new(),
-            tx,
-            rx: rx.clone(),
-            close_tx: Mutex::new(Some(close_tx)),
-            counters: Arc::new(EntranceCounters::default()),
-        });
-        (gate, rx, close_rx)
+/// The entrance: one gate (admission queue, policy, counters) per stream, and the bell they share.
+pub(crate) struct Entrance<T> {
+    pub(crate) gates: Vec<Arc<Gate<T>>>,
+    rxs: Vec<Receiver<Waiting<T>>>,
+    bell_rx: Receiver<()>,
+}
+
+impl<T> Entrance<T> {
+    /// An entrance with `streams` gates, each with its own queue of `capacity` frames.
+    pub(crate) fn new(policy: Admission, capacity: usize, streams: usize) -> Self {
+        // Capacity 1, not 0: waiting on a zero-capacity channel allocates a packet per wait.
+        let (bell, bell_rx) = crossbeam_channel::bounded(1);
+        let mut gates = Vec::with_capacity(streams);
+        let mut rxs = Vec::with_capacity(streams);
+        for stream in 0..streams {
+            let (tx, rx) = crossbeam_channel::bounded(capacity);
+            gates.push(Arc::new(Gate {
+                policy,
+                latch: CloseLatch::new(),
+                tx,
+                rx: rx.clone(),
+                bell: bell.clone(),
+                stream: stream as u32,
+                counters: Arc::new(EntranceCounters::default()),
+            }));
+            rxs.push(rx);
+        }
+        Entrance { gates, rxs, bell_rx }
     }
 
-    /// Stops admission. Never blocks.
+    /// The per-stream counters.
+    pub(crate) fn counters(&self) -> Vec<Arc<EntranceCounters>> {
+        self.gates.iter().map(|g| g.counters.clone()).collect()
+    }
+}
+
+impl<T> Gate<T> {
+    /// Stops admission on this stream. Never blocks.
     pub(crate) fn close(&self) {
         self.latch.close();
-        // Dropping the only sender of the close channel wakes every first-stage replica that waits.
-        drop(self.close_tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let _ = self.bell.try_send(());
     }
 
     pub(crate) fn is_closed(&self) -> bool {
         self.latch.is_closed()
     }
 
-    fn push(&self, item: Result<T, Tombstone>, captured_at: Instant, stream: u32) -> Result<(), Result<T, Tombstone>> {
+    fn push(&self, item: Result<T, Tombstone>, captured_at: Instant) -> Result<(), Result<T, Tombstone>> {
         let Some(_pushing) = self.latch.enter() else {
             return Err(item);
         };
         self.counters.offered.fetch_add(1, Ordering::Relaxed);
-        let mut waiting = Waiting { item, captured_at, stream };
+        let mut waiting = Waiting { item, captured_at, stream: self.stream };
         match self.policy {
             Admission::Block => {
                 if let Err(e) = self.tx.send(waiting) {
@@ -222,6 +244,7 @@ impl<T> Gate<T> {
                 }
             },
         }
+        let _ = self.bell.try_send(());
         Ok(())
     }
 }
@@ -231,18 +254,17 @@ impl<T> Gate<T> {
 /// Obtained from [`Pipeline::input`](crate::Pipeline::input).
 pub struct Input<T> {
     pub(crate) gate: Arc<Gate<T>>,
-    pub(crate) stream: u32,
 }
 
 impl<T> Clone for Input<T> {
     fn clone(&self) -> Self {
-        Input { gate: self.gate.clone(), stream: self.stream }
+        Input { gate: self.gate.clone() }
     }
 }
 
 impl<T> fmt::Debug for Input<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Input").field("stream", &self.stream).field("closed", &self.is_closed()).finish()
+        f.debug_struct("Input").field("stream", &self.gate.stream).field("closed", &self.is_closed()).finish()
     }
 }
 
@@ -259,7 +281,7 @@ impl<T> Input<T> {
 
     /// Offers a frame with its capture time.
     pub fn push_at(&self, item: T, captured_at: Instant) -> Result<(), PushError<T>> {
-        match self.gate.push(Ok(item), captured_at, self.stream) {
+        match self.gate.push(Ok(item), captured_at) {
             Ok(()) => Ok(()),
             Err(Ok(item)) => Err(PushError(item)),
             Err(Err(_)) => unreachable!("an Ok item comes back as Ok"),
@@ -273,7 +295,7 @@ impl<T> Input<T> {
         error: Box<dyn std::error::Error + Send + Sync>,
         captured_at: Instant,
     ) -> Result<(), PushError<()>> {
-        match self.gate.push(Err(Tombstone::Source { error }), captured_at, self.stream) {
+        match self.gate.push(Err(Tombstone::Source { error: error.into() }), captured_at) {
             Ok(()) => {
                 self.gate.counters.source_errors.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -282,13 +304,14 @@ impl<T> Input<T> {
         }
     }
 
-    /// A handle that stamps its frames with another stream id.
-    pub fn with_stream(&self, stream: u32) -> Input<T> {
-        Input { gate: self.gate.clone(), stream }
+    /// The stream this handle feeds.
+    pub fn stream(&self) -> u32 {
+        self.gate.stream
     }
 
-    /// Stops admission for every handle (as [`Pipeline::finish`](crate::Pipeline::finish)): frames
-    /// already admitted drain, and the output ends after the last of them. Never blocks.
+    /// Stops admission on this handle's stream (for every handle of it): frames already admitted
+    /// drain. The output ends once every stream is closed and drained (with one stream, this is
+    /// [`Pipeline::finish`](crate::Pipeline::finish)). Never blocks.
     pub fn close(&self) {
         self.gate.close();
     }
@@ -328,30 +351,35 @@ impl Tokens {
 struct SeqState {
     next: u64,
     ended: bool,
+    /// The stream to look at first next time: streams are served round-robin, so that a fast camera
+    /// cannot starve a slow one.
+    turn: usize,
 }
 
-/// The first stage's side of the entrance: takes frames out of the admission queue and numbers them.
+/// The first stage's side of the entrance: takes frames out of the admission queues, round-robin
+/// over the streams, and numbers them.
 pub(crate) struct Sequencer<T> {
-    gate: Arc<Gate<T>>,
-    rx: Receiver<Waiting<T>>,
-    close_rx: Receiver<()>,
+    gates: Vec<Arc<Gate<T>>>,
+    rxs: Vec<Receiver<Waiting<T>>>,
+    bell_rx: Receiver<()>,
     state: Mutex<SeqState>,
     tokens: Tokens,
     wait: WaitStrategy,
 }
 
 impl<T> Sequencer<T> {
-    pub(crate) fn new(
-        gate: Arc<Gate<T>>,
-        rx: Receiver<Waiting<T>>,
-        close_rx: Receiver<()>,
-        tokens: Tokens,
-        wait: WaitStrategy,
-    ) -> Self {
-        Sequencer { gate, rx, close_rx, state: Mutex::new(SeqState { next: 0, ended: false }), tokens, wait }
+    pub(crate) fn new(entrance: &Entrance<T>, tokens: Tokens, wait: WaitStrategy) -> Self {
+        Sequencer {
+            gates: entrance.gates.clone(),
+            rxs: entrance.rxs.clone(),
+            bell_rx: entrance.bell_rx.clone(),
+            state: Mutex::new(SeqState { next: 0, ended: false, turn: 0 }),
+            tokens,
+            wait,
+        }
     }
 
-    /// The next admitted frame, numbered; `None` once the entrance is closed and drained.
+    /// The next admitted frame, numbered; `None` once every stream is closed and drained.
     pub(crate) fn next(&self) -> Option<Envelope<T>> {
         self.tokens.acquire();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -359,11 +387,11 @@ impl<T> Sequencer<T> {
             self.tokens.release();
             return None;
         }
-        match self.take() {
+        match self.take(&mut state.turn) {
             Some(w) => {
                 let seq = state.next;
                 state.next += 1;
-                self.gate.counters.admitted.fetch_add(1, Ordering::Relaxed);
+                self.gates[w.stream as usize].counters.admitted.fetch_add(1, Ordering::Relaxed);
                 Some(Envelope::new(seq, w.stream, w.captured_at, w.item))
             }
             None => {
@@ -374,22 +402,34 @@ impl<T> Sequencer<T> {
         }
     }
 
-    fn take(&self) -> Option<Waiting<T>> {
+    /// One waiting frame, looking at the streams round-robin from `turn`.
+    fn scan(&self, turn: &mut usize) -> Option<Waiting<T>> {
+        let n = self.rxs.len();
+        for i in 0..n {
+            let k = (*turn + i) % n;
+            if let Ok(w) = self.rxs[k].try_recv() {
+                *turn = (k + 1) % n;
+                return Some(w);
+            }
+        }
+        None
+    }
+
+    fn take(&self, turn: &mut usize) -> Option<Waiting<T>> {
         let spin_until = match self.wait {
             WaitStrategy::Block => None,
             WaitStrategy::Spin => Some(None),
             WaitStrategy::Hybrid(d) => Some(Some(Instant::now() + d)),
         };
         loop {
-            match self.rx.try_recv() {
-                Ok(w) => return Some(w),
-                Err(TryRecvError::Disconnected) => return None,
-                Err(TryRecvError::Empty) => {}
+            if let Some(w) = self.scan(turn) {
+                return Some(w);
             }
-            if self.gate.is_closed() {
-                // Drain: end only when no push is half-way, so that no admitted frame is left behind.
-                if self.gate.latch.quiescent() {
-                    return self.rx.try_recv().ok();
+            if self.gates.iter().all(|g| g.is_closed()) {
+                // Drain: end only when no push is half-way on any stream, so that no admitted frame
+                // is left behind.
+                if self.gates.iter().all(|g| g.latch.quiescent()) {
+                    return self.scan(turn);
                 }
                 sync::yield_now();
                 continue;
@@ -397,11 +437,10 @@ impl<T> Sequencer<T> {
             match spin_until {
                 Some(None) => std::hint::spin_loop(),
                 Some(Some(t)) if Instant::now() < t => std::hint::spin_loop(),
+                // Every queue was empty: wait for the bell (rung after each enqueue or close). A bell
+                // left over from a frame already taken only costs one more scan.
                 _ => {
-                    crossbeam_channel::select! {
-                        recv(self.rx) -> w => if let Ok(w) = w { return Some(w) },
-                        recv(self.close_rx) -> _ => {},
-                    }
+                    let _ = self.bell_rx.recv();
                 }
             }
         }

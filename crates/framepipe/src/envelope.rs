@@ -24,6 +24,11 @@ pub struct StageStamp {
 }
 
 impl StageStamp {
+    /// Whether the frame went through this stage.
+    pub fn is_set(&self) -> bool {
+        self.exit_ns != 0 || self.enter_ns != 0
+    }
+
     /// Time spent inside the stage.
     pub fn service(&self) -> Duration {
         Duration::from_nanos(self.exit_ns.saturating_sub(self.enter_ns))
@@ -31,14 +36,17 @@ impl StageStamp {
 }
 
 /// Why a frame has no payload: it travels in its slot so that order and counts stay exact.
-#[derive(Debug)]
+///
+/// Cloning is cheap (the error is shared): a frame that fans out to several branches carries its
+/// tombstone into each.
+#[derive(Debug, Clone)]
 pub enum Tombstone {
     /// A stage returned an error for this frame.
     Error {
         /// The stage's name.
         stage: Arc<str>,
         /// The stage's error.
-        error: Box<dyn std::error::Error + Send + Sync>,
+        error: Arc<dyn std::error::Error + Send + Sync>,
     },
     /// The frame was older than the pipeline's deadline when it entered `stage`, and was not processed.
     Skipped {
@@ -63,7 +71,7 @@ pub enum Tombstone {
     /// The source failed to produce this frame (a decode error, a dead camera).
     Source {
         /// The source's error.
-        error: Box<dyn std::error::Error + Send + Sync>,
+        error: Arc<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -122,13 +130,27 @@ pub struct Envelope<T> {
     pub(crate) stream: u32,
     pub(crate) captured_at: Instant,
     pub(crate) stamps: [StageStamp; MAX_STAGES],
+    /// Stamp slots in use: one past the highest stage index stamped.
     pub(crate) stages: u8,
+    /// When the frame left the last node it went through (a stage or a join), in ns after capture.
+    pub(crate) last_exit_ns: u64,
+    /// The payload was a tombstone before a fan-out: the join emits it whole.
+    pub(crate) forked_tombstone: bool,
     pub(crate) payload: Result<T, Tombstone>,
 }
 
 impl<T> Envelope<T> {
     pub(crate) fn new(seq: u64, stream: u32, captured_at: Instant, payload: Result<T, Tombstone>) -> Self {
-        Envelope { seq, stream, captured_at, stamps: [StageStamp::default(); MAX_STAGES], stages: 0, payload }
+        Envelope {
+            seq,
+            stream,
+            captured_at,
+            stamps: [StageStamp::default(); MAX_STAGES],
+            stages: 0,
+            last_exit_ns: 0,
+            forked_tombstone: false,
+            payload,
+        }
     }
 
     /// The frame's sequence number: 0, 1, 2, … in admission order, without holes.
@@ -146,7 +168,9 @@ impl<T> Envelope<T> {
         self.captured_at
     }
 
-    /// Per-stage stamps, one per processing stage the frame went through, in stage order.
+    /// Per-stage stamps, indexed by stage (in the order the stages were added to the builder,
+    /// branches one after the other). A stage the frame did not go through (another branch's, or
+    /// one after the frame's current position) has a zero stamp.
     pub fn stamps(&self) -> &[StageStamp] {
         &self.stamps[..self.stages as usize]
     }

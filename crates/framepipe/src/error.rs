@@ -11,6 +11,18 @@ pub enum BuildError {
     /// More stages than envelopes have stamps for.
     #[error("{0} stages: a pipeline has at most {max} processing stages", max = crate::MAX_STAGES)]
     TooManyStages(usize),
+    /// Two sources feed the same stream.
+    #[error("two sources feed stream {0}: give each source its own stream")]
+    SharedStream(u32),
+    /// A pipeline needs at least one stream.
+    #[error("a pipeline needs at least one stream")]
+    NoStreams,
+    /// A fan-out needs between 1 and MAX_BRANCHES branches.
+    #[error("{0} branches: a fan-out has 1 to {max} branches", max = crate::MAX_BRANCHES)]
+    BranchCount(usize),
+    /// A branch needs at least one stage.
+    #[error("branch `{0}` has no stage")]
+    EmptyBranch(String),
     /// A stage name is empty or used twice.
     #[error("stage name `{0}` is empty or used twice; every stage needs its own name")]
     BadName(String),

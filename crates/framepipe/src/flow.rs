@@ -34,23 +34,32 @@ pub(crate) struct StageFlow {
 pub(crate) struct Flow {
     epoch: Instant,
     stages: Vec<StageFlow>,
-    exited_last: AtomicU64,
+    /// The stages a frame leaves just before entering each stage (none: it comes from the source;
+    /// several: after a join, it waits for the slowest), and the extra hops on the way (a fork or a
+    /// join thread).
+    preds: Vec<(Vec<usize>, u64)>,
+    finished: AtomicU64,
 }
 
 impl Flow {
-    pub(crate) fn new(replicas: &[usize]) -> Self {
-        Flow {
-            epoch: Instant::now(),
-            stages: replicas
-                .iter()
-                .map(|&n| StageFlow {
-                    busy_since: (0..n).map(|_| AtomicU64::new(0)).collect(),
-                    entered: AtomicU64::new(0),
-                    ewma_ns: AtomicU64::new(0),
-                })
-                .collect(),
-            exited_last: AtomicU64::new(0),
+    /// `stages[k] = (replicas, predecessors, extra hops before k)`; predecessors have lower indices.
+    pub(crate) fn new(stages: Vec<(usize, Vec<usize>, u64)>) -> Self {
+        let mut flows = Vec::with_capacity(stages.len());
+        let mut preds = Vec::with_capacity(stages.len());
+        for (n, p, extra) in stages {
+            flows.push(StageFlow {
+                busy_since: (0..n).map(|_| AtomicU64::new(0)).collect(),
+                entered: AtomicU64::new(0),
+                ewma_ns: AtomicU64::new(0),
+            });
+            preds.push((p, extra));
         }
+        Flow { epoch: Instant::now(), stages: flows, preds, finished: AtomicU64::new(0) }
+    }
+
+    /// A frame left the pipeline's last node (it will not occupy any stage again).
+    pub(crate) fn finished(&self) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
     }
 
     fn ns(&self, t: Instant) -> u64 {
@@ -77,9 +86,6 @@ impl Flow {
             let new = if old == 0 { ns.max(1) } else { (old - old / 8 + ns / 8).max(1) };
             s.ewma_ns.store(new, Ordering::Relaxed);
         }
-        if k + 1 == self.stages.len() {
-            self.exited_last.fetch_add(1, Ordering::Relaxed);
-        }
     }
 }
 
@@ -88,12 +94,18 @@ pub(crate) struct Release {
     released: u64,
     source_ewma_ns: u64,
     free: Vec<u64>,
+    travel: Vec<u64>,
 }
 
 impl Release {
     pub(crate) fn new(flow: &Flow) -> Self {
         let max_replicas = flow.stages.iter().map(|s| s.busy_since.len()).max().unwrap_or(1);
-        Release { released: 0, source_ewma_ns: 0, free: Vec::with_capacity(max_replicas) }
+        Release {
+            released: 0,
+            source_ewma_ns: 0,
+            free: Vec::with_capacity(max_replicas),
+            travel: Vec::with_capacity(flow.stages.len()),
+        }
     }
 
     /// The source took `ns` to read a frame.
@@ -107,13 +119,22 @@ impl Release {
     fn release_at(&mut self, flow: &Flow, now: u64) -> Option<u64> {
         if flow.stages.iter().any(|s| s.ewma_ns.load(Ordering::Relaxed) == 0) {
             // Warm-up: one frame at a time until every stage has a service time.
-            let done = flow.exited_last.load(Ordering::Relaxed);
+            let done = flow.finished.load(Ordering::Relaxed);
             return (done >= self.released).then_some(now);
         }
-        let mut travel = self.source_ewma_ns + HOP_NS;
         let mut at = 0u64;
-        for s in &flow.stages {
+        self.travel.clear();
+        for (k, s) in flow.stages.iter().enumerate() {
             let t = s.ewma_ns.load(Ordering::Relaxed);
+            // How long the frame needs to reach stage k: its read, then the slowest path of stages.
+            let (preds, extra) = &flow.preds[k];
+            let travel = extra * HOP_NS
+                + preds
+                    .iter()
+                    .map(|&p| self.travel[p] + flow.stages[p].ewma_ns.load(Ordering::Relaxed) + HOP_NS)
+                    .max()
+                    .unwrap_or(self.source_ewma_ns + HOP_NS);
+            self.travel.push(travel);
             self.free.clear();
             for b in &s.busy_since {
                 let since = b.load(Ordering::Relaxed);
@@ -127,7 +148,6 @@ impl Release {
             }
             let slot = self.free[argmin(&self.free)];
             at = at.max(slot.saturating_sub(travel));
-            travel += t + HOP_NS;
         }
         Some(at)
     }

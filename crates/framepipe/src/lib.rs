@@ -54,6 +54,7 @@
 
 pub mod admission;
 mod affinity;
+mod builder;
 mod envelope;
 mod error;
 mod flow;
@@ -65,15 +66,19 @@ pub mod reorder;
 mod source;
 mod stage;
 mod sync;
+mod wiring;
 
 pub use admission::{Admission, Input, ParseAdmissionError, PushError};
 pub use affinity::{available_cores, Pin, Priority};
+pub use builder::{Branch, PipelineBuilder, SourceConfig, StageConfig};
 pub use envelope::{Envelope, Meta, StageStamp, Tombstone, MAX_STAGES};
 pub use error::{BuildError, PipelineError};
 pub use link::{measure_hop, HopLatency, ParseWaitError, WaitStrategy};
-pub use metrics::{LinkInfo, Percentiles, Report, StageReport, StreamStats};
-pub use pipeline::{
-    prime_thread, Monitor, Pipeline, PipelineBuilder, RecvError, SourceConfig, StageConfig, DROP_GRACE,
-};
+pub use metrics::{BranchReport, LinkInfo, Percentiles, Report, StageReport, StreamStats};
+pub use pipeline::{Monitor, Pipeline, RecvError, DROP_GRACE};
 pub use source::{IterSource, Pace, Source};
 pub use stage::{stage_fn, CancelToken, FnStage, Stage, StageContext};
+pub use wiring::{prime_thread, Joined};
+
+/// Most branches a fan-out may have.
+pub const MAX_BRANCHES: usize = 8;

@@ -24,7 +24,7 @@ pub(crate) fn histogram() -> Histogram<u64> {
     h
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -58,15 +58,23 @@ impl ReplicaStats {
 pub(crate) struct StageMetrics {
     pub(crate) name: Arc<str>,
     pub(crate) is_source: bool,
+    pub(crate) branch: Option<String>,
     pub(crate) pins: Vec<Vec<usize>>,
     pub(crate) replicas: Vec<Mutex<ReplicaStats>>,
 }
 
 impl StageMetrics {
-    pub(crate) fn new(name: Arc<str>, replicas: usize, pins: Vec<Vec<usize>>, is_source: bool) -> Self {
+    pub(crate) fn new(
+        name: Arc<str>,
+        replicas: usize,
+        pins: Vec<Vec<usize>>,
+        is_source: bool,
+        branch: Option<String>,
+    ) -> Self {
         StageMetrics {
             name,
             is_source,
+            branch,
             pins,
             replicas: (0..replicas).map(|_| Mutex::new(ReplicaStats::new())).collect(),
         }
@@ -91,11 +99,17 @@ pub(crate) struct OutputStats {
     pub(crate) streams: Vec<StreamStats>,
 }
 
-/// Per-stream output counters.
+/// Per-stream counters.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct StreamStats {
     /// The stream id.
     pub id: u32,
+    /// Frames offered at this stream's entrance.
+    pub frames_in: u64,
+    /// Frames dropped at this stream's entrance.
+    pub dropped: u64,
+    /// Frames of this stream numbered and admitted.
+    pub admitted: u64,
     /// Outputs delivered for this stream (processed or not).
     pub frames_out: u64,
     /// Outputs delivered out of this stream's order (always 0).
@@ -121,38 +135,57 @@ pub struct LinkInfo {
     pub reorder: bool,
 }
 
+/// What the join records for one branch of a fan-out.
+pub(crate) struct BranchMetrics {
+    pub(crate) name: String,
+    pub(crate) stages: Vec<String>,
+    pub(crate) last_stage: usize,
+    pub(crate) latency: Mutex<Histogram<u64>>,
+    pub(crate) errored: std::sync::atomic::AtomicU64,
+}
+
+impl BranchMetrics {
+    pub(crate) fn new(name: String, stages: Vec<String>, last_stage: usize) -> Self {
+        BranchMetrics { name, stages, last_stage, latency: Mutex::new(histogram()), errored: Default::default() }
+    }
+}
+
 pub(crate) struct Metrics {
     pub(crate) started: Instant,
     pub(crate) flow: crate::flow::Flow,
     pub(crate) release: &'static str,
     pub(crate) admission: Admission,
     pub(crate) max_in_flight: usize,
-    pub(crate) source: Option<StageMetrics>,
+    pub(crate) sources: Vec<StageMetrics>,
     pub(crate) stages: Vec<StageMetrics>,
+    pub(crate) branches: Vec<BranchMetrics>,
     pub(crate) output: Mutex<OutputStats>,
     pub(crate) notices: Mutex<Vec<String>>,
     pub(crate) links: Vec<LinkInfo>,
 }
 
 impl Metrics {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         admission: Admission,
         max_in_flight: usize,
-        source: Option<StageMetrics>,
+        sources: Vec<StageMetrics>,
         stages: Vec<StageMetrics>,
+        branches: Vec<BranchMetrics>,
         links: Vec<LinkInfo>,
         notices: Vec<String>,
         release: &'static str,
+        flow: crate::flow::Flow,
     ) -> Self {
-        let replicas: Vec<usize> = stages.iter().map(|s| s.replicas.len()).collect();
         Metrics {
             started: Instant::now(),
-            flow: crate::flow::Flow::new(&replicas),
+            flow,
             release,
             admission,
             max_in_flight,
-            source,
+            sources,
             stages,
+            branches,
             output: Mutex::new(OutputStats {
                 e2e: histogram(),
                 frames_out: 0,
@@ -178,10 +211,10 @@ impl Metrics {
         lock(&self.output)
     }
 
-    pub(crate) fn report(&self, entrance: &EntranceCounters) -> Report {
+    pub(crate) fn report(&self, entrance: &[Arc<EntranceCounters>]) -> Report {
         let out = lock(&self.output);
         let mut stages: Vec<StageReport> = Vec::new();
-        for s in self.source.iter().chain(self.stages.iter()) {
+        for s in self.sources.iter().chain(self.stages.iter()) {
             let mut service = histogram();
             let mut wait = histogram();
             let (mut processed, mut errored, mut skipped, mut panicked, mut aborted, mut busy) = (0, 0, 0, 0, 0, 0);
@@ -199,6 +232,7 @@ impl Metrics {
             stages.push(StageReport {
                 name: s.name.to_string(),
                 source: s.is_source,
+                branch: s.branch.clone(),
                 replicas: s.replicas.len(),
                 pins: s.pins.clone(),
                 service_us: Percentiles::of(&service),
@@ -225,9 +259,39 @@ impl Metrics {
         let bound_fps = if bound_fps.is_finite() { bound_fps } else { 0.0 };
         let latency_us = Percentiles::of(&out.e2e);
         let stage_sum_p50_us: f64 = stages.iter().filter(|s| !s.source).map(|s| s.service_us.p50).sum();
-        let frames_in = entrance.offered.load(Ordering::Relaxed);
-        let admitted = entrance.admitted.load(Ordering::Relaxed);
-        let dropped = entrance.dropped.load(Ordering::Relaxed);
+        let sum = |f: fn(&EntranceCounters) -> &std::sync::atomic::AtomicU64| -> u64 {
+            entrance.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
+        };
+        let frames_in = sum(|c| &c.offered);
+        let admitted = sum(|c| &c.admitted);
+        let dropped = sum(|c| &c.dropped);
+        let mut streams: Vec<StreamStats> = entrance
+            .iter()
+            .enumerate()
+            .map(|(i, c)| StreamStats {
+                id: i as u32,
+                frames_in: c.offered.load(Ordering::Relaxed),
+                dropped: c.dropped.load(Ordering::Relaxed),
+                admitted: c.admitted.load(Ordering::Relaxed),
+                ..Default::default()
+            })
+            .collect();
+        for o in &out.streams {
+            if let Some(s) = streams.iter_mut().find(|s| s.id == o.id) {
+                s.frames_out = o.frames_out;
+                s.reordered = o.reordered;
+            }
+        }
+        let branches = self
+            .branches
+            .iter()
+            .map(|b| BranchReport {
+                name: b.name.clone(),
+                stages: b.stages.clone(),
+                latency_us: Percentiles::of(&lock(&b.latency)),
+                errored: b.errored.load(Ordering::Relaxed),
+            })
+            .collect();
         Report {
             admission: self.admission,
             release: self.release.to_string(),
@@ -239,7 +303,7 @@ impl Metrics {
             processed: out.processed,
             skipped: out.skipped,
             errored: out.errored,
-            source_errors: entrance.source_errors.load(Ordering::Relaxed),
+            source_errors: sum(|c| &c.source_errors),
             lost: admitted.saturating_sub(out.frames_out),
             reordered: out.reordered,
             wall_s: wall.as_secs_f64(),
@@ -253,7 +317,8 @@ impl Metrics {
             hop_baseline_us: None,
             stages,
             links: self.links.clone(),
-            streams: out.streams.clone(),
+            streams,
+            branches,
             notices: lock(&self.notices).clone(),
             uptime_s: self.started.elapsed().as_secs_f64(),
         }
@@ -300,6 +365,8 @@ impl Percentiles {
 pub struct StageReport {
     /// The stage's name.
     pub name: String,
+    /// The fan-out branch the stage belongs to, if any.
+    pub branch: Option<String>,
     /// Whether this is the pipeline's source (its time is not part of the end-to-end latency, which
     /// starts at capture).
     pub source: bool,
@@ -325,6 +392,19 @@ pub struct StageReport {
     pub aborted: u64,
     /// Total time the stage's replicas spent processing.
     pub busy_s: f64,
+}
+
+/// One branch of a fan-out in a [`Report`].
+#[derive(Clone, Debug, Serialize)]
+pub struct BranchReport {
+    /// The branch's name.
+    pub name: String,
+    /// Its stages, in order.
+    pub stages: Vec<String>,
+    /// Capture → the frame left the branch's last stage, for frames the branch processed.
+    pub latency_us: Percentiles,
+    /// Frames for which the branch produced an error (a stage error, skip or panic in the branch).
+    pub errored: u64,
 }
 
 /// A snapshot of a pipeline's counters and latencies.
@@ -385,8 +465,10 @@ pub struct Report {
     pub stages: Vec<StageReport>,
     /// The links as built.
     pub links: Vec<LinkInfo>,
-    /// Per-stream output counters.
+    /// Per-stream counters.
     pub streams: Vec<StreamStats>,
+    /// Per fan-out branch: its latency (capture → the branch's last stage) and errors.
+    pub branches: Vec<BranchReport>,
     /// What the runtime could not do as asked (pinning, real-time priority, spinning), and what it did.
     pub notices: Vec<String>,
     /// Seconds since the pipeline was built.
