@@ -289,6 +289,7 @@ impl Timer {
                 panicked: 0,
                 aborted: 0,
                 busy_s: self.service[k].mean() * self.service[k].len() as f64 / 1e9,
+                branch: None,
             })
             .collect();
         let wall = match (self.first_capture, self.last_out) {
@@ -325,6 +326,7 @@ impl Timer {
             stages,
             links: vec![],
             streams: vec![],
+            branches: vec![],
             notices: vec![],
             uptime_s: wall,
         }
