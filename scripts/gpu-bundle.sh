@@ -93,6 +93,8 @@ set -u
 B=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu:/usr/local/cuda-13.0/targets/x86_64-linux/lib
 export FRAMEPIPE_ASSETS=$B
+# The host's CPU-only ONNX Runtime (from its Python wheel), for the CPU-engine figures.
+export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(ls /opt/torch/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.1.* 2>/dev/null | head -1)}
 OUT=${OUT:-$B/out}
 mkdir -p "$OUT" "$OUT/json"
 LOG=$OUT/gpu-run.log
@@ -151,6 +153,11 @@ for m in "$P" "$N"; do
     step "bench: $name, GPU letterbox"
     timeout 150 "$G" bench --model "$m" --replicas 1,2,4,8 --frames 600 --gpu-pre --modes pipelined,pool \
       --json "$OUT/json/bench-$name-gpupre.json"
+  fi
+  if want "ort-$name" && [ -n "$ORT_DYLIB_PATH" ]; then
+    step "bench: $name, ONNX Runtime CPU ($ORT_DYLIB_PATH), 1-thread sessions"
+    timeout 150 "$G" bench --model "$m" --engine ort --threads 1 --replicas 1,8,14 --frames 150 \
+      --json "$OUT/json/bench-$name-ort.json"
   fi
 done
 if [ -x "$TT" ] && [ -f "$P" ] && want tests; then

@@ -12,7 +12,7 @@
 //!  per thread instead of cuBLAS's default)
 //! gpu pre   [--iters 200] [--json FILE]
 //! gpu bench --model M [--replicas 1,2,4,8] [--frames 600] [--size 1280x720] [--gpu-pre]
-//!           [--modes serial,pipelined,pool] [--json FILE]
+//!           [--modes serial,pipelined,pool] [--engine tract-cuda|ort|tract] [--threads N] [--json FILE]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -523,7 +523,18 @@ fn bench(args: &Args) -> Res<Value> {
         .ok_or("--size: expected WxH")?;
     let modes = args.opt("--modes").unwrap_or_else(|| "serial,pipelined,pool".into());
     let t0 = Instant::now();
-    let (engine, selection) = load(&model, EngineChoice::TractCuda, &EngineOptions::default())?;
+    // `--engine ort|tract` runs the same stages on the CPU engines, for the CPU figures of the GPU
+    // host (its ONNX Runtime library comes from ORT_DYLIB_PATH); `--threads` is each session's
+    // intra-op thread count.
+    let choice = match args.opt("--engine").as_deref().unwrap_or("tract-cuda") {
+        "tract-cuda" => EngineChoice::TractCuda,
+        "ort" => EngineChoice::Ort,
+        "tract" => EngineChoice::Tract,
+        other => return Err(format!("--engine {other}: expected tract-cuda, ort or tract").into()),
+    };
+    let threads: usize = args.opt("--threads").map_or(Ok(1), |s| s.parse())?;
+    let options = EngineOptions { intra_threads: threads, ..EngineOptions::default() };
+    let (engine, selection) = load(&model, choice, &options)?;
     eprintln!("engine: {} (loaded in {:.1} s)", selection.reason, t0.elapsed().as_secs_f64());
     let frames: Vec<Arc<Frame>> = (0..8).map(|k| Arc::new(synthetic_frame(w, h, k))).collect();
     let max = counts.iter().copied().max().unwrap_or(1);
@@ -560,7 +571,7 @@ fn bench(args: &Args) -> Res<Value> {
             runs.push(v);
         }
     }
-    Ok(json!({ "model": model_name(&model), "engine": selection.reason, "frame": size, "frames": n,
+    Ok(json!({ "model": model_name(&model), "engine": selection.reason, "threads": threads, "frame": size, "frames": n,
                "gpu_pre": gpu_pre, "runs": runs }))
 }
 
