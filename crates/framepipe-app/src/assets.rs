@@ -36,6 +36,28 @@ pub fn face_detector() -> Result<PathBuf, AppError> {
     existing("the face detector model", "models/centerface.onnx")
 }
 
+/// The models known by name (`--model person-detector`), with their files under the assets folder.
+pub const MODEL_NAMES: &[(&str, &str)] = &[
+    ("person-detector", "models/person-yolov8s.onnx"),
+    ("person", "models/person-yolov8s.onnx"),
+    ("centerface", "models/centerface.onnx"),
+    ("face-detector", "models/centerface.onnx"),
+    ("face", "models/centerface.onnx"),
+];
+
+/// A model given as a file or by name: an existing file is taken as is; otherwise a known name
+/// ([`MODEL_NAMES`]) is looked up in the assets folder; otherwise the path is returned unchanged (and
+/// loading it names it).
+pub fn model(arg: &std::path::Path) -> Result<PathBuf, AppError> {
+    if arg.exists() {
+        return Ok(arg.to_path_buf());
+    }
+    match MODEL_NAMES.iter().find(|(name, _)| arg.as_os_str() == *name) {
+        Some((_, rel)) => existing("a named model", rel),
+        None => Ok(arg.to_path_buf()),
+    }
+}
+
 /// A test photo (`astronaut.png` or `camera.png`).
 pub fn image(name: &str) -> Result<PathBuf, AppError> {
     existing("a test photo", &format!("images/{name}"))

@@ -5,14 +5,20 @@
 //!   frames released just in time, results in order);
 //! * `pool`: N independent workers doing pre, infer and post for whole frames, fed by a decode
 //!   thread, with sessions sharing the weights (the TensorRT-YOLO / FastDeploy multi-thread pattern);
-//!   results come out in whatever order they finish, which is measured, not fixed.
+//!   results come out in whatever order they finish, which is measured, not fixed;
+//! * `per-model` (with several models): one thread per model, fed every frame, joined by sequence
+//!   number (the seed's design).
+//!
+//! With several videos (one stream each) or several models (one branch each, joined into one
+//! result per frame), [`run_models`] runs the modes on every stream and model; each mode's report
+//! lists per-stream counters (`streams`) and per-model latencies (`branches`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use framepipe::pool::Pooled;
-use framepipe::{Admission, Pace, Percentiles, Report, Stage, StageReport};
+use framepipe::{Admission, BranchReport, Pace, Percentiles, Report, Stage, StageReport, StreamStats};
 use framepipe_video::{SourceSpec, VideoInfo, VideoSource};
 use framepipe_vision::Frame;
 use hdrhistogram::Histogram;
@@ -22,6 +28,8 @@ use serde_json::Value;
 use crate::stages::{build_pipeline, Detected, InferStage, PipelineOptions, PostStage, PreStage, StagePools};
 use crate::trace::Span;
 use crate::{AppError, DetectModel};
+
+mod multi;
 
 /// A way to run the stages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -33,6 +41,9 @@ pub enum Mode {
     Pipelined,
     /// Independent workers, unordered.
     Pool,
+    /// One thread per model, joined by sequence number (the seed's design).
+    #[serde(rename = "per-model")]
+    PerModel,
 }
 
 impl Mode {
@@ -42,6 +53,7 @@ impl Mode {
             Mode::Serial => "serial",
             Mode::Pipelined => "pipelined",
             Mode::Pool => "pool",
+            Mode::PerModel => "per-model",
         }
     }
 }
@@ -49,13 +61,15 @@ impl Mode {
 /// What to benchmark.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
-    /// The video.
+    /// The video (stream 0).
     pub video: PathBuf,
+    /// Further videos, one stream each (streams 1, 2, …), read alongside `video`.
+    pub extra_videos: Vec<PathBuf>,
     /// The modes to run, in order.
     pub modes: Vec<Mode>,
     /// Replicas, pins and queues of the pipelined mode (the pool mode uses `replicas.infer` workers).
     pub pipeline: PipelineOptions,
-    /// Stop after this many frames.
+    /// Stop after this many frames (of each video).
     pub frames: Option<u64>,
     /// Pace the source at the video's frame rate, like a camera.
     pub realtime: bool,
@@ -134,6 +148,9 @@ pub struct ModeRun {
     pub spans: Vec<Span>,
     /// End-to-end latency of each processed frame, in µs, in delivery order (for plots).
     pub latencies_us: Vec<f64>,
+    /// Per frame, what the result's delivery adds after its slowest branch (model) is done: the
+    /// join and the hop to the caller (`None` where not measured).
+    pub join_overhead_us: Option<Percentiles>,
 }
 
 /// The video as the benchmark saw it.
@@ -151,13 +168,26 @@ pub struct VideoMeta {
     pub frames: Option<u64>,
 }
 
+impl BenchOptions {
+    /// Every video, stream by stream.
+    pub fn videos(&self) -> Vec<PathBuf> {
+        std::iter::once(self.video.clone()).chain(self.extra_videos.iter().cloned()).collect()
+    }
+}
+
 /// The whole benchmark.
 #[derive(Debug)]
 pub struct BenchResult {
-    /// The video.
+    /// The video (stream 0).
     pub video: VideoMeta,
-    /// The model file.
+    /// Every video, stream by stream.
+    pub videos: Vec<VideoMeta>,
+    /// The model file (the first branch's).
     pub model: String,
+    /// Every model file, branch by branch.
+    pub models: Vec<String>,
+    /// The branches' names (the model files' stems, made unique).
+    pub branch_names: Vec<String>,
     /// The engine used.
     pub engine: String,
     /// Why that engine.
@@ -172,8 +202,53 @@ fn hist() -> Histogram<u64> {
     h
 }
 
-/// Runs the benchmark.
+/// The branches' names: the model files' stems, with `-2`, `-3`, … added to repeats.
+pub fn branch_names(models: &[Arc<DetectModel>]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for m in models {
+        let stem = m.path().file_stem().map_or("model".to_string(), |s| s.to_string_lossy().into_owned());
+        let mut name = stem.clone();
+        let mut k = 2;
+        while names.contains(&name) {
+            name = format!("{stem}-{k}");
+            k += 1;
+        }
+        names.push(name);
+    }
+    names
+}
+
+fn video_meta(path: &std::path::Path, info: &VideoInfo) -> VideoMeta {
+    VideoMeta {
+        path: path.display().to_string(),
+        width: info.width,
+        height: info.height,
+        fps: info.fps.unwrap_or(30.0),
+        frames: info.frames,
+    }
+}
+
+/// Runs the benchmark of one model.
 pub fn run(model: Arc<DetectModel>, opts: &BenchOptions, progress: &dyn Progress) -> Result<BenchResult, AppError> {
+    run_models(&[model], opts, progress)
+}
+
+/// Runs the benchmark of several models (one branch each) on several videos (one stream each).
+pub fn run_models(
+    models: &[Arc<DetectModel>],
+    opts: &BenchOptions,
+    progress: &dyn Progress,
+) -> Result<BenchResult, AppError> {
+    match models {
+        [model] if opts.extra_videos.is_empty() && !opts.modes.contains(&Mode::PerModel) => {
+            run_single(model.clone(), opts, progress)
+        }
+        _ => multi::run(models, opts, progress),
+    }
+}
+
+/// One video, one model: the stages in a line.
+fn run_single(model: Arc<DetectModel>, opts: &BenchOptions, progress: &dyn Progress) -> Result<BenchResult, AppError> {
     let spec = SourceSpec::File(opts.video.clone());
     // Open once up front: a bad video fails here, before any mode starts.
     let probe = VideoSource::open(&spec, 1)?;
@@ -190,19 +265,22 @@ pub fn run(model: Arc<DetectModel>, opts: &BenchOptions, progress: &dyn Progress
             Mode::Serial => run_serial(&model, &spec, &info, opts, progress)?,
             Mode::Pipelined => run_pipelined(&model, &spec, &info, opts, progress)?,
             Mode::Pool => run_pool(&model, &spec, &info, opts, progress)?,
+            Mode::PerModel => unreachable!("per-model runs through the multi-model bench"),
         };
         progress.finish(mode);
         runs.push(run);
     }
+    let names = branch_names(std::slice::from_ref(&model));
+    for run in &mut runs {
+        one_stream_one_branch(run, &names[0]);
+    }
+    let meta = video_meta(&opts.video, &info);
     Ok(BenchResult {
-        video: VideoMeta {
-            path: opts.video.display().to_string(),
-            width: info.width,
-            height: info.height,
-            fps: info.fps.unwrap_or(30.0),
-            frames: info.frames,
-        },
+        video: meta.clone(),
+        videos: vec![meta],
         model: model.path().display().to_string(),
+        models: vec![model.path().display().to_string()],
+        branch_names: names,
         engine: model.selection().kind.to_string(),
         engine_reason: model.selection().reason.clone(),
         runs,
@@ -371,7 +449,7 @@ fn run_serial(
     let pools = StagePools::new(model, 4);
     let mut pre = PreStage::new(model, &pools)?;
     let mut infer = InferStage::new(model, &pools)?;
-    infer.on_start()?;
+    infer.warm_up()?;
     let mut post = PostStage::new(model, &pools)?;
     let mut src = open(spec, opts, 2)?;
     let mut t = Timer::new();
@@ -430,6 +508,7 @@ fn run_serial(
         decode_errors,
         spans,
         latencies_us: latencies,
+        join_overhead_us: None,
     })
 }
 
@@ -473,6 +552,10 @@ fn run_pipelined(
     let video = Some((info.fps.unwrap_or(30.0), info.width, info.height));
     let mut pipeline = build_pipeline(model.clone(), timed, &popts, video)?;
     let names: Vec<String> = pipeline.stage_names().to_vec();
+    let post = names.iter().position(|n| n == "post");
+    let mut branch = hist();
+    let mut join = hist();
+    let mut branch_errored = 0;
     let replicas = [popts.replicas.pre, popts.replicas.infer, popts.replicas.post, 1];
     let epoch = Instant::now();
     let mut order = OrderTracker::default();
@@ -501,13 +584,27 @@ fn run_pipelined(
             }
         }
         match out.result() {
-            Ok(_) => latencies.push(now.saturating_duration_since(out.captured_at()).as_secs_f64() * 1e6),
+            Ok(_) => {
+                latencies.push(now.saturating_duration_since(out.captured_at()).as_secs_f64() * 1e6);
+                // The model's branch ends when its postprocess does.
+                if let Some(st) = post.and_then(|k| out.stamps().get(k)) {
+                    branch.saturating_record(st.exit_ns.max(1));
+                    let total = now.saturating_duration_since(out.captured_at()).as_nanos() as u64;
+                    join.saturating_record(total.saturating_sub(st.exit_ns).max(1));
+                }
+            }
             Err(framepipe::Tombstone::Source { error }) => decode_errors.push(error.to_string()),
-            Err(_) => {}
+            Err(_) => branch_errored += 1,
         }
         progress.frame();
     }
-    let report = pipeline.close()?;
+    let mut report = pipeline.close()?;
+    report.branches.push(BranchReport {
+        name: String::new(),
+        stages: vec!["pre".into(), "infer".into(), "post".into()],
+        latency_us: Percentiles::of(&branch),
+        errored: branch_errored,
+    });
     if opts.spans {
         let decoded = decode_spans.lock().unwrap_or_else(|e| e.into_inner());
         for (seq, (a, b)) in decoded.iter().enumerate() {
@@ -522,6 +619,7 @@ fn run_pipelined(
         decode_errors,
         spans,
         latencies_us: latencies,
+        join_overhead_us: Some(Percentiles::of(&join)),
     })
 }
 
@@ -555,7 +653,7 @@ fn run_pool(
     let mut stages = Vec::new();
     for _ in 0..workers {
         let mut infer = InferStage::new(model, &pools)?;
-        infer.on_start()?;
+        infer.warm_up()?;
         stages.push((PreStage::new(model, &pools)?, infer, PostStage::new(model, &pools)?));
     }
     let epoch = Instant::now();
@@ -621,6 +719,7 @@ fn run_pool(
             })
             .map_err(|e| AppError::config("pool", format!("cannot start the decode thread: {e}")))?;
         let mut t = Timer::new();
+        let mut branch = hist();
         let mut order = OrderTracker::default();
         let mut spans = Vec::new();
         let mut latencies = Vec::new();
@@ -640,6 +739,7 @@ fn run_pool(
                 t.record(1, t2 - t1);
                 t.record(2, t3 - t2);
                 t.record(3, t4 - t3);
+                branch.saturating_record((t4.saturating_duration_since(done.captured).as_nanos() as u64).max(1));
             }
             let lat = t.delivered(done.captured, done.ok);
             if done.ok {
@@ -667,7 +767,13 @@ fn run_pool(
             (d, w) if d > 0.0 && w > 0.0 => (1.0 / d).min(workers as f64 / w),
             _ => 0.0,
         };
-        let report = t.report([1, workers, workers, workers], 2 * workers + 1, bound, order.stats.count);
+        let mut report = t.report([1, workers, workers, workers], 2 * workers + 1, bound, order.stats.count);
+        report.branches.push(BranchReport {
+            name: String::new(),
+            stages: vec!["pre".into(), "infer".into(), "post".into()],
+            latency_us: Percentiles::of(&branch),
+            errored: report.errored,
+        });
         Ok(ModeRun {
             mode: Mode::Pool,
             report,
@@ -676,8 +782,35 @@ fn run_pool(
             decode_errors,
             spans,
             latencies_us: latencies,
+            join_overhead_us: None,
         })
     })
+}
+
+/// One video, one model: the report lists one stream and one branch, like a multi-model run's.
+fn one_stream_one_branch(run: &mut ModeRun, name: &str) {
+    let r = &mut run.report;
+    if r.streams.is_empty() {
+        let mut s = StreamStats::default();
+        s.frames_in = r.frames_in;
+        s.admitted = r.admitted;
+        s.dropped = r.dropped;
+        s.frames_out = r.frames_out;
+        s.reordered = r.reordered;
+        r.streams.push(s);
+    }
+    if r.branches.is_empty() {
+        // Serial: a frame's result is out as soon as its postprocess is done.
+        r.branches.push(BranchReport {
+            name: String::new(),
+            stages: vec!["pre".into(), "infer".into(), "post".into()],
+            latency_us: r.latency_us,
+            errored: r.errored.saturating_sub(r.source_errors),
+        });
+    }
+    for b in &mut r.branches {
+        b.name = name.to_string();
+    }
 }
 
 impl BenchResult {
@@ -700,6 +833,22 @@ impl BenchResult {
             m.insert("parallelism".into(), Value::from(run.parallelism));
             m.insert("out_of_order".into(), serde_json::to_value(run.out_of_order).expect("serializes"));
             m.insert("decode_errors".into(), Value::from(run.decode_errors.clone()));
+            m.insert("join_overhead_us".into(), serde_json::to_value(run.join_overhead_us).expect("serializes"));
+            m.insert("models".into(), Value::from(self.models.clone()));
+            m.insert("videos".into(), serde_json::to_value(&self.videos).expect("serializes"));
+            // Each stream names its video, each branch its model.
+            if let Some(Value::Array(streams)) = m.get_mut("streams") {
+                for s in streams.iter_mut().filter_map(Value::as_object_mut) {
+                    let id = s.get("id").and_then(Value::as_u64).unwrap_or(0) as usize;
+                    let source = self.videos.get(id).map(|v| v.path.clone());
+                    s.insert("source".into(), Value::from(source));
+                }
+            }
+            if let Some(Value::Array(branches)) = m.get_mut("branches") {
+                for (i, b) in branches.iter_mut().filter_map(Value::as_object_mut).enumerate() {
+                    b.insert("model".into(), Value::from(self.models.get(i).cloned()));
+                }
+            }
             obj.insert(run.mode.name().into(), v);
         }
         Value::Object(obj)
@@ -732,7 +881,14 @@ impl BenchResult {
                 l.p999 / 1e3,
                 l.max / 1e3
             );
-            let p50 = |name: &str| r.stages.iter().find(|x| x.name == name).map_or(0.0, |x| x.service_us.p50 / 1e3);
+            // Summed over the models when there are several (`pre:<model>`, …).
+            let p50 = |name: &str| -> f64 {
+                r.stages
+                    .iter()
+                    .filter(|x| x.name == name || x.name.split_once(':').is_some_and(|(s, _)| s == name))
+                    .map(|x| x.service_us.p50 / 1e3)
+                    .sum()
+            };
             let _ = writeln!(
                 s,
                 "Speed: {:.1}ms decode, {:.1}ms preprocess, {:.1}ms inference, {:.1}ms postprocess per image (p50)",
@@ -741,15 +897,16 @@ impl BenchResult {
                 p50("infer"),
                 p50("post")
             );
+            let w = r.stages.iter().map(|x| x.name.len()).max().unwrap_or(0).max(10);
             let _ = writeln!(
                 s,
-                "{:<10} {:>3}  {:>11} {:>11}  {:>12} {:>12}",
+                "{:<w$} {:>3}  {:>11} {:>11}  {:>12} {:>12}",
                 "stage", "x", "service p50", "service p99", "queue p50", "queue p99"
             );
             for st in &r.stages {
                 let _ = writeln!(
                     s,
-                    "{:<10} {:>3}  {:>9.2}ms {:>9.2}ms  {:>10.2}ms {:>10.2}ms",
+                    "{:<w$} {:>3}  {:>9.2}ms {:>9.2}ms  {:>10.2}ms {:>10.2}ms",
                     st.name,
                     st.replicas,
                     st.service_us.p50 / 1e3,
@@ -770,6 +927,22 @@ impl BenchResult {
                 run.out_of_order.count,
                 run.out_of_order.max_displacement
             );
+            if self.videos.len() > 1 || self.models.len() > 1 {
+                let _ = writeln!(s, "{}", streams_line(r, &self.videos));
+                for b in &r.branches {
+                    let _ = writeln!(
+                        s,
+                        "branch {:<16} latency ms (capture -> its postprocess): p50 {:.1}  p99 {:.1}   errored {}",
+                        b.name,
+                        b.latency_us.p50 / 1e3,
+                        b.latency_us.p99 / 1e3,
+                        b.errored
+                    );
+                }
+                if let Some(j) = join_line(run) {
+                    let _ = writeln!(s, "{j}");
+                }
+            }
             for e in &run.decode_errors {
                 let _ = writeln!(s, "decode error: {e}");
             }
@@ -840,6 +1013,16 @@ impl BenchResult {
                 ));
             }
         }
+        if let Some(pm) = self.get(Mode::PerModel) {
+            let pr = &pm.report;
+            if pr.throughput_fps > 0.0 && pr.latency_us.p50 > 0.0 {
+                v.push_str(&format!(
+                    "; {:.2}x one thread per model at {:+.1}% p50 latency",
+                    r.throughput_fps / pr.throughput_fps,
+                    100.0 * (r.latency_us.p50 / pr.latency_us.p50 - 1.0)
+                ));
+            }
+        }
         Some(v)
     }
 }
@@ -851,5 +1034,42 @@ fn describe(run: &ModeRun) -> String {
             format!("framepipe runtime, release {}, {} infer replica(s)", run.report.release, run.parallelism)
         }
         Mode::Pool => format!("{} unordered workers", run.parallelism),
+        Mode::PerModel => format!("one thread per model ({}), joined in order", run.report.branches.len()),
     }
+}
+
+/// Per-stream counters on one line.
+fn streams_line(r: &Report, videos: &[VideoMeta]) -> String {
+    let parts: Vec<String> = r
+        .streams
+        .iter()
+        .map(|st| {
+            let name = videos.get(st.id as usize).map_or(String::new(), |v| {
+                std::path::Path::new(&v.path).file_name().map_or(v.path.clone(), |f| f.to_string_lossy().into_owned())
+            });
+            format!("{} {}: out {} dropped {} reordered {}", st.id, name, st.frames_out, st.dropped, st.reordered)
+        })
+        .collect();
+    format!("streams: {}", parts.join("; "))
+}
+
+/// The joined result's latency against the slowest branch's, and what the join adds per frame.
+pub fn join_line(run: &ModeRun) -> Option<String> {
+    let r = &run.report;
+    let slowest = r.branches.iter().max_by(|a, b| a.latency_us.p50.total_cmp(&b.latency_us.p50))?;
+    let mut line = format!(
+        "join: result p50 {:.2} ms, slowest branch `{}` p50 {:.2} ms (p99 {:.2} vs {:.2} ms)",
+        r.latency_us.p50 / 1e3,
+        slowest.name,
+        slowest.latency_us.p50 / 1e3,
+        r.latency_us.p99 / 1e3,
+        slowest.latency_us.p99 / 1e3
+    );
+    if let Some(j) = run.join_overhead_us {
+        line.push_str(&format!(
+            "; per frame, the result is out {:.1} us (p50), {:.1} us (p99) after its slowest branch",
+            j.p50, j.p99
+        ));
+    }
+    Some(line)
 }

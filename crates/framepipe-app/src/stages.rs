@@ -6,23 +6,25 @@
 //! nothing per frame (the engines allocate inside themselves; see `framepipe-infer`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use framepipe::pool::{Pool, Pooled};
-use framepipe::{Admission, Pace, Pin, Pipeline, SourceConfig, Stage, StageConfig, StageContext};
+use framepipe::{Admission, Branch, Joined, Pace, Pin, Pipeline, SourceConfig, Stage, StageConfig, StageContext};
 use framepipe_infer::{Session, Tensor, TensorRef};
 use framepipe_video::VideoSink;
 use framepipe_vision::draw::{draw_detections, DrawStyle};
-use framepipe_vision::{Detection, Frame, Labels, LetterboxParams, Postprocessor, Preprocessor};
+use framepipe_vision::{Detection, Frame, FrameRef, Labels, LetterboxParams, Postprocessor, Preprocessor};
 
 use crate::detector::with_views;
 use crate::{AppError, DetectModel};
 
-/// A frame with its model input, after preprocessing.
-pub struct Prepared {
+/// A frame with its model input, after preprocessing. `F` holds the decoded frame: a
+/// `Pooled<Frame>` in a single-model pipeline, a [`SharedFrame`] in a fan-out to several models.
+pub struct Prepared<F = Pooled<Frame>> {
     /// The decoded frame (kept for drawing and for the caller).
-    pub frame: Pooled<Frame>,
+    pub frame: F,
     /// The model input, `[1, 3, H, W]` f32.
     pub input: Pooled<Vec<f32>>,
     /// How the frame was placed in the input.
@@ -30,9 +32,9 @@ pub struct Prepared {
 }
 
 /// A frame with the model's raw outputs.
-pub struct Inferred {
+pub struct Inferred<F = Pooled<Frame>> {
     /// The decoded frame.
-    pub frame: Pooled<Frame>,
+    pub frame: F,
     /// The raw outputs, in model order.
     pub outputs: Pooled<OutputSet>,
     /// How the frame was placed in the input.
@@ -40,9 +42,9 @@ pub struct Inferred {
 }
 
 /// A frame with its detections: what a detection pipeline delivers.
-pub struct Detected {
+pub struct Detected<F = Pooled<Frame>> {
     /// The decoded frame (annotated, if the pipeline draws).
-    pub frame: Pooled<Frame>,
+    pub frame: F,
     /// Detections in frame pixels, best first.
     pub detections: Pooled<Vec<Detection>>,
     /// How the frame was placed in the model input.
@@ -74,6 +76,94 @@ impl OutputSet {
     /// The tensors as (shape, data).
     pub fn iter(&self) -> impl Iterator<Item = (&[usize], &[f32])> {
         self.tensors[..self.len].iter().map(|(s, d)| (s.as_slice(), d.as_slice()))
+    }
+}
+
+/// What holds a decoded frame on its way through the stages: the stages only read it.
+pub trait FrameHolder: Send + 'static {
+    /// Calls `f` with a view of the frame.
+    fn with_frame<R>(&self, f: impl FnOnce(FrameRef<'_>) -> R) -> R;
+}
+
+impl FrameHolder for Pooled<Frame> {
+    fn with_frame<R>(&self, f: impl FnOnce(FrameRef<'_>) -> R) -> R {
+        f(self.as_ref())
+    }
+}
+
+struct FrameSlot {
+    frame: RwLock<Option<Pooled<Frame>>>,
+    refs: AtomicUsize,
+}
+
+/// A decoded frame shared by the branches of a fan-out (several models on one frame): cloning a
+/// handle copies no pixels and allocates nothing. Handles count themselves in a slot taken from a
+/// [`SharedFrames`] free list; when the last handle drops, the frame goes back to its decoder's pool
+/// and the slot to the free list.
+pub struct SharedFrame {
+    slot: Arc<FrameSlot>,
+    free: crossbeam_channel::Sender<Arc<FrameSlot>>,
+}
+
+impl Clone for SharedFrame {
+    fn clone(&self) -> Self {
+        self.slot.refs.fetch_add(1, Ordering::Relaxed);
+        SharedFrame { slot: self.slot.clone(), free: self.free.clone() }
+    }
+}
+
+impl Drop for SharedFrame {
+    fn drop(&mut self) {
+        if self.slot.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last handle: no other handle reads the frame any more (the others have counted
+            // themselves out; they may still hold the slot's `Arc` for a moment, which is harmless).
+            let frame = self.slot.frame.write().unwrap_or_else(|e| e.into_inner()).take();
+            drop(frame);
+            let _ = self.free.try_send(self.slot.clone());
+        }
+    }
+}
+
+impl FrameHolder for SharedFrame {
+    fn with_frame<R>(&self, f: impl FnOnce(FrameRef<'_>) -> R) -> R {
+        let guard = self.slot.frame.read().unwrap_or_else(|e| e.into_inner());
+        f(guard.as_ref().expect("a shared frame holds its frame until its last handle drops").as_ref())
+    }
+}
+
+/// The free list [`SharedFrame`]s come from, sized for the frames alive at once.
+#[derive(Clone)]
+pub struct SharedFrames {
+    free_tx: crossbeam_channel::Sender<Arc<FrameSlot>>,
+    free_rx: crossbeam_channel::Receiver<Arc<FrameSlot>>,
+    misses: Arc<AtomicU64>,
+}
+
+impl SharedFrames {
+    /// A free list of `frames` preallocated slots.
+    pub fn new(frames: usize) -> Self {
+        let frames = frames.max(1);
+        let (free_tx, free_rx) = crossbeam_channel::bounded(frames);
+        for _ in 0..frames {
+            let _ = free_tx.try_send(Arc::new(FrameSlot { frame: RwLock::new(None), refs: AtomicUsize::new(0) }));
+        }
+        SharedFrames { free_tx, free_rx, misses: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Shares `frame`: the returned handle is its first.
+    pub fn share(&self, frame: Pooled<Frame>) -> SharedFrame {
+        let slot = self.free_rx.try_recv().unwrap_or_else(|_| {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            Arc::new(FrameSlot { frame: RwLock::new(None), refs: AtomicUsize::new(0) })
+        });
+        *slot.frame.write().unwrap_or_else(|e| e.into_inner()) = Some(frame);
+        slot.refs.store(1, Ordering::Release);
+        SharedFrame { slot, free: self.free_tx.clone() }
+    }
+
+    /// Slots created beyond the preallocated ones (0 in a well-sized steady state).
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
     }
 }
 
@@ -135,12 +225,12 @@ impl PreStage {
     }
 }
 
-impl Stage<Pooled<Frame>> for PreStage {
-    type Out = Prepared;
+impl<F: FrameHolder> Stage<F> for PreStage {
+    type Out = Prepared<F>;
     type Error = AppError;
-    fn process(&mut self, frame: Pooled<Frame>) -> Result<Prepared, AppError> {
+    fn process(&mut self, frame: F) -> Result<Prepared<F>, AppError> {
         let mut input = self.pool.take();
-        let letterbox = self.preprocess(frame.as_ref(), &mut input)?;
+        let letterbox = frame.with_frame(|f| self.preprocess(f, &mut input))?;
         Ok(Prepared { frame, input, letterbox })
     }
 }
@@ -163,10 +253,20 @@ impl InferStage {
     }
 }
 
-impl Stage<Prepared> for InferStage {
-    type Out = Inferred;
+impl InferStage {
+    /// Warms the session up with one run on a blank input, so that the engine's first-run work
+    /// (allocation, kernel selection) is start-up time and not a slow first frame.
+    pub fn warm_up(&mut self) -> Result<(), AppError> {
+        let blank = vec![0.5f32; self.shape.iter().product()];
+        self.session.run(&[TensorRef::new(&self.shape, &blank)])?;
+        Ok(())
+    }
+}
+
+impl<F: Send + 'static> Stage<Prepared<F>> for InferStage {
+    type Out = Inferred<F>;
     type Error = AppError;
-    fn process(&mut self, p: Prepared) -> Result<Inferred, AppError> {
+    fn process(&mut self, p: Prepared<F>) -> Result<Inferred<F>, AppError> {
         let outputs = self.session.run(&[TensorRef::new(&self.shape, &p.input)])?;
         let mut set = self.pool.take();
         set.copy_from(outputs);
@@ -175,12 +275,9 @@ impl Stage<Prepared> for InferStage {
         Ok(Inferred { frame: p.frame, outputs: set, letterbox: p.letterbox })
     }
 
-    /// Warms the session up with one run on a blank input, so that the engine's first-run work
-    /// (allocation, kernel selection) is start-up time and not a slow first frame.
+    /// See [`InferStage::warm_up`].
     fn on_start(&mut self) -> Result<(), AppError> {
-        let blank = vec![0.5f32; self.shape.iter().product()];
-        self.session.run(&[TensorRef::new(&self.shape, &blank)])?;
-        Ok(())
+        self.warm_up()
     }
 }
 
@@ -197,10 +294,10 @@ impl PostStage {
     }
 }
 
-impl Stage<Inferred> for PostStage {
-    type Out = Detected;
+impl<F: Send + 'static> Stage<Inferred<F>> for PostStage {
+    type Out = Detected<F>;
     type Error = AppError;
-    fn process(&mut self, i: Inferred) -> Result<Detected, AppError> {
+    fn process(&mut self, i: Inferred<F>) -> Result<Detected<F>, AppError> {
         let mut detections = self.pool.take();
         let post = &mut self.post;
         with_views(i.outputs.iter(), |views| post.process(views, &i.letterbox, &mut detections))?;
@@ -397,6 +494,97 @@ where
     Ok(pipeline)
 }
 
+/// A detection pipeline over several streams and models: one source per stream (`decode`, or
+/// `decode0`, `decode1`, …) → fork → one branch per model (`pre` → `infer` × N → `post`, named
+/// `pre:<branch>` … when there are several) → join, one result per frame in order.
+pub type MultiDetectionPipeline = Pipeline<SharedFrame, Joined<Detected<SharedFrame>>>;
+
+/// The name of stage `stage` in branch `branch` of a fan-out of `branches` branches.
+pub fn branch_stage_name(stage: &str, branch: &str, branches: usize) -> String {
+    if branches <= 1 {
+        stage.to_string()
+    } else {
+        format!("{stage}:{branch}")
+    }
+}
+
+/// The name of the source thread of stream `stream` of `streams`.
+pub fn source_name(stream: usize, streams: usize) -> String {
+    if streams <= 1 {
+        "decode".to_string()
+    } else {
+        format!("decode{stream}")
+    }
+}
+
+impl PipelineOptions {
+    /// How many frames can be alive at once in a fan-out to `branches` models fed by `streams`
+    /// sources: what the pools must hold.
+    pub fn live_frames_multi(&self, branches: usize, streams: usize) -> usize {
+        let r = &self.replicas;
+        let q = self.queue;
+        let inside = branches * (r.pre + r.infer + r.post + 3 * q + 1) + q + 3;
+        self.max_in_flight.unwrap_or(inside) + streams * (q + 1) + 2
+    }
+}
+
+/// Builds a fan-out detection pipeline: `sources[i]` feeds stream `i`; `models` are the branches,
+/// each `(name, model)` with its own pools, replicas (`opts.replicas` per branch) and pins.
+pub fn build_multi_pipeline<S>(
+    models: &[(String, Arc<DetectModel>)],
+    sources: Vec<S>,
+    opts: &PipelineOptions,
+) -> Result<MultiDetectionPipeline, AppError>
+where
+    S: framepipe::Source<Item = SharedFrame> + Send + 'static,
+{
+    opts.validate()?;
+    if opts.annotate.is_some() {
+        return Err(AppError::config("--out", "an annotated video is written for one video and one model only"));
+    }
+    let n = models.len();
+    let live = opts.live_frames_multi(n, sources.len());
+    let streams = sources.len();
+    let mut b =
+        Pipeline::<SharedFrame>::builder().admission(opts.admission).output_capacity(opts.queue).streams(streams);
+    for (i, source) in sources.into_iter().enumerate() {
+        let config =
+            SourceConfig::new(source_name(i, streams)).pin(pin(&opts.pins.decode)).pace(opts.pace).stream(i as u32);
+        b = b.source(config, source);
+    }
+    if let Some(m) = opts.max_in_flight {
+        b = b.max_in_flight(m);
+    }
+    if let Some(d) = opts.deadline {
+        b = b.deadline(d);
+    }
+    let r = opts.replicas;
+    let branches = models
+        .iter()
+        .map(|(name, model)| {
+            let pools = StagePools::new(model, live);
+            let (m1, p1) = (model.clone(), pools.clone());
+            let (m2, p2) = (model.clone(), pools.clone());
+            let (m3, p3) = (model.clone(), pools);
+            let stage = |s: &str| branch_stage_name(s, name, n);
+            Branch::<SharedFrame>::new(name.clone())
+                .stage(
+                    StageConfig::new(stage("pre")).replicas(r.pre).pin(pin(&opts.pins.pre)).capacity(opts.queue),
+                    move |_: &StageContext| PreStage::new(&m1, &p1),
+                )
+                .stage(
+                    StageConfig::new(stage("infer")).replicas(r.infer).pin(pin(&opts.pins.infer)).capacity(opts.queue),
+                    move |_: &StageContext| InferStage::new(&m2, &p2),
+                )
+                .stage(
+                    StageConfig::new(stage("post")).replicas(r.post).pin(pin(&opts.pins.post)).capacity(opts.queue),
+                    move |_: &StageContext| PostStage::new(&m3, &p3),
+                )
+        })
+        .collect();
+    Ok(b.fan_out(branches).build()?)
+}
+
 impl PipelineOptions {
     /// Checks what can be checked before anything starts: replicas, queue sizes, and that every
     /// pinned core exists.
@@ -506,6 +694,26 @@ impl std::str::FromStr for Pins {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_frames_go_back_when_the_last_handle_drops() {
+        let frames = Pool::new(2, 2, || Frame::new(8, 8, framepipe_vision::PixelFormat::Bgr8).unwrap());
+        let shared = SharedFrames::new(2);
+        for round in 0..200 {
+            let mut f = frames.take();
+            f.data_mut()[0] = (round % 251) as u8;
+            let h = shared.share(f);
+            let clones: Vec<SharedFrame> = (0..3).map(|_| h.clone()).collect();
+            drop(h);
+            let readers: Vec<_> =
+                clones.into_iter().map(|c| std::thread::spawn(move || c.with_frame(|v| v.data()[0]))).collect();
+            for r in readers {
+                assert_eq!(r.join().unwrap(), (round % 251) as u8, "every handle sees the frame");
+            }
+            assert_eq!(frames.idle(), 2, "round {round}: the frame went back to its pool");
+        }
+        assert_eq!((shared.misses(), frames.misses()), (0, 0), "no allocation per frame");
+    }
 
     #[test]
     fn replicas_and_pins_parse_and_refuse_clearly() {

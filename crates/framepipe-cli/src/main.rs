@@ -39,7 +39,7 @@ struct Cli {
 enum Command {
     /// Detect objects in one image.
     Detect(DetectArgs),
-    /// Benchmark serial, pipelined and thread-pool execution on a video.
+    /// Benchmark serial, pipelined and thread-pool execution on videos, with one or several models.
     Bench(BenchArgs),
     /// Make the project's sample video (people in motion, from public-domain photos).
     SampleVideo(SampleArgs),
@@ -65,9 +65,10 @@ enum EngineArg {
 
 #[derive(clap::Args)]
 struct ModelArgs {
-    /// The ONNX model (default: the fetched person detector).
+    /// The ONNX model file, or a fetched model by name: `person-detector`, `centerface` (default:
+    /// the person detector). `bench` takes several (`--model A --model B`): one branch each.
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Vec<PathBuf>,
     /// The engine.
     #[arg(long, value_enum, default_value_t = EngineArg::Auto)]
     engine: EngineArg,
@@ -108,19 +109,22 @@ enum ModeArg {
     Pipelined,
     Serial,
     Pool,
+    /// One thread per model, joined by sequence number (the seed's design).
+    PerModel,
+    /// serial, pipelined and pool, and per-model with several models.
     All,
 }
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// The video (default: the project's sample video).
-    video: Option<PathBuf>,
+    /// The videos, one stream each (default: the project's sample video).
+    videos: Vec<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
     /// Which modes to run.
     #[arg(long, value_enum, default_value_t = ModeArg::All)]
     mode: ModeArg,
-    /// Replicas per stage, `infer=N[,pre=N,post=N]` (default: infer = one per core; also the pool's workers).
+    /// Replicas per stage, `infer=N[,pre=N,post=N]`, per model (default: infer = one per core; also the pool's workers).
     #[arg(long)]
     replicas: Option<String>,
     /// Pin stages to cores, e.g. `pre=0,infer=1,post=1` (also `decode=N`, ranges `a-b`).
@@ -129,7 +133,7 @@ struct BenchArgs {
     /// Capacity of every queue.
     #[arg(long, default_value_t = 1)]
     queue: usize,
-    /// Process at most N frames.
+    /// Process at most N frames (of each video).
     #[arg(long)]
     frames: Option<u64>,
     /// Pace the source at the video's frame rate, like a camera.
@@ -194,11 +198,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_model(args: &ModelArgs) -> Result<std::sync::Arc<DetectModel>> {
-    let path = match &args.model {
-        Some(p) => p.clone(),
-        None => assets::person_detector()?,
-    };
+/// Every `--model` given (the person detector if none), loaded.
+fn load_models(args: &ModelArgs) -> Result<Vec<std::sync::Arc<DetectModel>>> {
+    if args.model.is_empty() {
+        return Ok(vec![load_model(args, &assets::person_detector()?)?]);
+    }
+    args.model.iter().map(|m| load_model(args, &assets::model(m)?)).collect()
+}
+
+fn load_model(args: &ModelArgs, path: &std::path::Path) -> Result<std::sync::Arc<DetectModel>> {
     let engine = match args.engine {
         EngineArg::Auto => EngineChoice::Auto,
         EngineArg::Ort => EngineChoice::Ort,
@@ -222,7 +230,7 @@ fn load_model(args: &ModelArgs) -> Result<std::sync::Arc<DetectModel>> {
             eprintln!("engine: {}", framepipe_infer::auto_gpu_note());
         }
     }
-    Ok(DetectModel::load(&path, &opts)?)
+    Ok(DetectModel::load(path, &opts)?)
 }
 
 fn write_json(target: &str, value: &serde_json::Value) -> Result<()> {
@@ -239,7 +247,10 @@ fn detect(a: DetectArgs) -> Result<ExitCode> {
     if !a.image.exists() {
         bail!("image {}: no such file", a.image.display());
     }
-    let model = load_model(&a.model)?;
+    if a.model.model.len() > 1 {
+        bail!("--model: detect runs one model (bench runs several)");
+    }
+    let model = load_models(&a.model)?.remove(0);
     let report = framepipe_app::detect::detect_image(model, &a.image, a.out.as_deref())?;
     let json = serde_json::to_value(&report)?;
     if let Some(target) = &a.json {
@@ -293,10 +304,15 @@ impl Progress for Bar {
 }
 
 fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
-    let video = match &a.video {
-        Some(v) => v.clone(),
-        None => assets::sample_video()?,
-    };
+    let mut videos = a.videos.clone();
+    if videos.is_empty() {
+        videos.push(assets::sample_video()?);
+    }
+    for v in &videos {
+        if !v.exists() {
+            bail!("video {}: no such file", v.display());
+        }
+    }
     // Everything that can be refused is refused before anything starts.
     let cores = framepipe::available_cores().len().max(1);
     let replicas = match &a.replicas {
@@ -315,16 +331,26 @@ fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
         ..Default::default()
     };
     pipeline.validate()?;
+    if a.model.model.len() > framepipe::MAX_BRANCHES {
+        bail!("--model: at most {} models, not {}", framepipe::MAX_BRANCHES, a.model.model.len());
+    }
+    if a.out.is_some() && (videos.len() > 1 || a.model.model.len() > 1) {
+        bail!("--out: an annotated video is written for one video and one model only");
+    }
     let modes = match a.mode {
+        ModeArg::All if a.model.model.len() > 1 => vec![Mode::Serial, Mode::Pipelined, Mode::Pool, Mode::PerModel],
         ModeArg::All => vec![Mode::Serial, Mode::Pipelined, Mode::Pool],
         ModeArg::Serial => vec![Mode::Serial],
         ModeArg::Pipelined => vec![Mode::Pipelined],
         ModeArg::Pool => vec![Mode::Pool],
+        ModeArg::PerModel => vec![Mode::PerModel],
     };
-    let model = load_model(&a.model)?;
-    eprintln!("engine: {}", model.selection().reason);
+    let models = load_models(&a.model)?;
+    eprintln!("engine: {}", models[0].selection().reason);
+    let video = videos.remove(0);
     let opts = BenchOptions {
         video,
+        extra_videos: videos,
         modes,
         pipeline,
         frames: a.frames,
@@ -333,7 +359,7 @@ fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
         out: a.out.clone(),
     };
     let bar = Bar(Mutex::new(None));
-    let result = bench::run(model, &opts, &bar)?;
+    let result = bench::run_models(&models, &opts, &bar)?;
     let text = result.render();
     if a.json.as_deref() == Some("-") {
         eprint!("{text}");

@@ -83,6 +83,17 @@ fn make_video(dir: &Path, name: &str, seconds: &str) -> PathBuf {
     path
 }
 
+/// A sample video and its frame count (as `sample-video` reports it).
+fn make_counted_video(dir: &Path, name: &str, seconds: &str) -> (PathBuf, u64) {
+    let path = dir.join(name);
+    let o =
+        run(bin().args(["sample-video", "--out", path.to_str().unwrap(), "--size", "320x180", "--seconds", seconds]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let n = out.split(": ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok());
+    (path, n.unwrap_or_else(|| panic!("no frame count in `{out}`")))
+}
+
 #[test]
 fn bench_runs_every_mode_on_every_frame_in_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -138,6 +149,18 @@ fn bench_runs_every_mode_on_every_frame_in_order() {
         }
         let stages: Vec<&str> = m["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
         assert_eq!(&stages[..4], &["decode", "pre", "infer", "post"], "{mode}");
+        // One video, one model: one stream and one branch.
+        let streams = m["streams"].as_array().unwrap();
+        assert_eq!(streams.len(), 1, "{mode}");
+        assert_eq!((streams[0]["id"].as_u64(), streams[0]["frames_out"].as_u64()), (Some(0), Some(60)), "{mode}");
+        assert_eq!(streams[0]["source"].as_str(), video.to_str(), "{mode}");
+        let branches = m["branches"].as_array().unwrap();
+        assert_eq!(branches.len(), 1, "{mode}");
+        assert!(branches[0]["model"].as_str().unwrap().ends_with("person-yolov8s.onnx"), "{mode}");
+        let (p50, p99) =
+            (branches[0]["latency_us"]["p50"].as_f64().unwrap(), branches[0]["latency_us"]["p99"].as_f64().unwrap());
+        assert!(p50 > 0.0 && p50 <= p99, "{mode}: branch p50 {p50} p99 {p99}");
+        assert!(p50 <= m["latency_us"]["p50"].as_f64().unwrap(), "{mode}: the branch ends before the result is out");
     }
     let p = &v["pipelined"];
     assert_eq!(
@@ -159,6 +182,8 @@ fn bench_refuses_bad_settings_before_anything_starts() {
     let v = video.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["bench", "/nope/clip.mp4"], "clip.mp4"),
+        (vec!["bench", v, "/nope/second.mp4"], "second.mp4"),
+        (vec!["bench", v, "--model", "person-detector", "--model", "no-such-model"], "no-such-model"),
         (vec!["bench", v, "--replicas", "infer=0"], "infer=0"),
         (vec!["bench", v, "--pin", "infer=4096"], "core 4096"),
         (vec!["bench", v, "--replicas", "gpu=2"], "gpu"),
@@ -202,4 +227,79 @@ fn bench_reports_a_truncated_video_and_processes_what_decoded() {
         (Some(1), Some(0)),
         "the decode error is counted, in its slot"
     );
+}
+
+#[test]
+fn bench_runs_two_videos_through_two_models_in_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two streams of different lengths; `--frames` caps each video, so one ends before the other.
+    let (a, na) = make_counted_video(dir.path(), "a.mp4", "0.3");
+    let (b, nb) = make_counted_video(dir.path(), "b.mp4", "0.5");
+    let frames = 12u64;
+    let expected = [na.min(frames), nb.min(frames)];
+    assert!(expected[0] < expected[1], "the videos differ in length: {expected:?}");
+    let json = dir.path().join("m.json");
+    let o = run(bin().args([
+        "bench",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--model",
+        "person-detector",
+        "--model",
+        "centerface",
+        "--mode",
+        "all",
+        "--frames",
+        &frames.to_string(),
+        "--json",
+        json.to_str().unwrap(),
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("join: result p50"), "the summary shows the join against the slowest branch:\n{text}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let total = expected.iter().sum::<u64>();
+    for mode in ["serial", "pipelined", "pool", "per-model"] {
+        let m = &v[mode];
+        assert_eq!(m["mode"], mode);
+        assert_eq!(
+            (m["frames_out"].as_u64(), m["processed"].as_u64(), m["lost"].as_u64()),
+            (Some(total), Some(total), Some(0)),
+            "{mode}"
+        );
+        let streams = m["streams"].as_array().unwrap();
+        assert_eq!(streams.len(), 2, "{mode}");
+        let mut stream_reordered = 0;
+        for (i, (s, path)) in streams.iter().zip([&a, &b]).enumerate() {
+            assert_eq!(s["id"].as_u64(), Some(i as u64), "{mode}");
+            assert_eq!(s["source"].as_str(), path.to_str(), "{mode}");
+            assert_eq!(s["frames_out"].as_u64(), Some(expected[i]), "{mode}: stream {i}");
+            assert_eq!(s["dropped"].as_u64(), Some(0), "{mode}: stream {i}");
+            stream_reordered += s["reordered"].as_u64().unwrap();
+        }
+        if mode == "pool" {
+            // Unordered by design: what is late in a stream is late overall.
+            assert!(stream_reordered <= m["out_of_order"]["count"].as_u64().unwrap(), "{mode}");
+        } else {
+            assert_eq!(stream_reordered, 0, "{mode}: each stream in its own order");
+            assert_eq!((m["reordered"].as_u64(), m["out_of_order"]["count"].as_u64()), (Some(0), Some(0)), "{mode}");
+        }
+        let branches = m["branches"].as_array().unwrap();
+        assert_eq!(branches.len(), 2, "{mode}");
+        for (br, file) in branches.iter().zip(["person-yolov8s.onnx", "centerface.onnx"]) {
+            assert!(br["model"].as_str().unwrap().ends_with(file), "{mode}: {br}");
+            let (p50, p99) = (br["latency_us"]["p50"].as_f64().unwrap(), br["latency_us"]["p99"].as_f64().unwrap());
+            assert!(p50.is_finite() && p50 > 0.0 && p50 <= p99, "{mode}: {br}");
+            assert!(p99 <= m["latency_us"]["max"].as_f64().unwrap(), "{mode}: a branch ends before its frame's result");
+            assert_eq!(br["errored"].as_u64(), Some(0), "{mode}: {br}");
+        }
+        let join = m["join_overhead_us"]["p50"].as_f64().unwrap();
+        assert!(join.is_finite() && join >= 0.0, "{mode}: {join}");
+        // Stages: a source per stream (the runtime) or one decoder, then pre, infer, post per model.
+        let names: Vec<&str> = m["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+        assert!(names.contains(&"infer:person-yolov8s") && names.contains(&"infer:centerface"), "{mode}: {names:?}");
+    }
+    let p = &v["pipelined"];
+    let sources = p["stages"].as_array().unwrap().iter().filter(|s| s["source"] == true).count();
+    assert_eq!(sources, 2, "one source per video");
 }
