@@ -1,4 +1,12 @@
 #!/usr/bin/env bash
+# Runs on the GPU host, from a bundle made here with
+#   scripts/gpu-bundle.sh --timing-only
+#   mkdir -p .gpu/whl .gpu/peers && cp benches/peers/*.py .gpu/peers/ && cp assets/sample.mp4 .gpu/ \
+#     && cp scripts/gpu-peers.sh .gpu/ \
+#     && python3 -m pip download --no-deps ultralytics==8.4.190 ultralytics-thop -d .gpu/whl
+# and on the GPU machine (device tool, carry [".gpu"]): bash .gpu/gpu-peers.sh
+# The ORT step needs ONNX Runtime >= 1.31 (the host's Python wheel is 1.30): put our fetched
+# library, xz-compressed, at .gpu/lib/libonnxruntime.so.xz and point ORT_DYLIB_PATH at it unpacked.
 # Call 2 on the GPU host: the timing model through the harness (tract-cuda, GPU letterbox, ORT CPU),
 # the memory table, and the peers (PyTorch eager/graph, ORT CPU 16 threads, Ultralytics predict,
 # the 8-thread Python pool) in the same call.
