@@ -15,6 +15,7 @@ use framepipe_infer::EngineChoice;
 use indicatif::{ProgressBar, ProgressStyle};
 
 mod camera;
+mod tune;
 
 #[cfg(feature = "cuda")]
 mod gpu;
@@ -150,6 +151,8 @@ struct BenchArgs {
     /// Write the annotated video (from the pipelined run) here.
     #[arg(long)]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    tuning: tune::TuneArgs,
 }
 
 #[derive(clap::Args)]
@@ -195,6 +198,12 @@ fn main() -> ExitCode {
 }
 
 fn load_model(args: &ModelArgs) -> Result<std::sync::Arc<DetectModel>> {
+    let (path, opts) = model_options(args)?;
+    Ok(DetectModel::load(&path, &opts)?)
+}
+
+/// The model file and how to load it, from the flags.
+fn model_options(args: &ModelArgs) -> Result<(PathBuf, ModelOptions)> {
     let path = match &args.model {
         Some(p) => p.clone(),
         None => assets::person_detector()?,
@@ -222,7 +231,7 @@ fn load_model(args: &ModelArgs) -> Result<std::sync::Arc<DetectModel>> {
             eprintln!("engine: {}", framepipe_infer::auto_gpu_note());
         }
     }
-    Ok(DetectModel::load(&path, &opts)?)
+    Ok((path, opts))
 }
 
 fn write_json(target: &str, value: &serde_json::Value) -> Result<()> {
@@ -293,9 +302,11 @@ impl Progress for Bar {
 }
 
 fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
-    let video = match &a.video {
-        Some(v) => v.clone(),
-        None => assets::sample_video()?,
+    let from_config = tune::load_config(&a.tuning)?;
+    let video = match (&a.video, from_config.as_ref().and_then(|c| c.video.clone())) {
+        (Some(v), _) => v.clone(),
+        (None, Some(v)) => v,
+        (None, None) => assets::sample_video()?,
     };
     // Everything that can be refused is refused before anything starts.
     let cores = framepipe::available_cores().len().max(1);
@@ -307,22 +318,47 @@ fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
         Some(s) => s.parse::<Pins>()?,
         None => Pins::default(),
     };
-    let pipeline = PipelineOptions {
+    let mut pipeline = PipelineOptions {
         replicas,
         pins,
         queue: a.queue,
         pace: if a.greedy { framepipe::Pace::Free } else { framepipe::Pace::JustInTime },
         ..Default::default()
     };
+    if let Some(c) = &from_config {
+        pipeline.replicas = c.pipeline.replicas;
+        pipeline.pins = c.pipeline.pins.clone();
+        pipeline.queue = c.pipeline.queue;
+        pipeline.max_in_flight = c.cfg.pipeline.max_in_flight;
+    }
     pipeline.validate()?;
+    let tuning = a.tuning.tune || from_config.as_ref().is_some_and(|c| c.cfg.pipeline.tune);
     let modes = match a.mode {
         ModeArg::All => vec![Mode::Serial, Mode::Pipelined, Mode::Pool],
         ModeArg::Serial => vec![Mode::Serial],
         ModeArg::Pipelined => vec![Mode::Pipelined],
         ModeArg::Pool => vec![Mode::Pool],
     };
-    let model = load_model(&a.model)?;
+    let (model_path, model_opts) = match &from_config {
+        Some(c) => (a.model.model.clone().unwrap_or_else(|| c.model_path.clone()), c.model.clone()),
+        None => model_options(&a.model)?,
+    };
+    let mut model = DetectModel::load(&model_path, &model_opts)?;
     eprintln!("engine: {}", model.selection().reason);
+    let mut tuned = None;
+    if tuning {
+        let out = tune::out_path(&a.tuning, a.json.as_deref());
+        let base = tune::base_config(from_config.as_ref(), &video, a.realtime, &model, &model_opts);
+        let (t, m) = tune::tune_bench(model, &model_path, &model_opts, &video, &mut pipeline, &out, &base)?;
+        model = m;
+        let text = t.render();
+        if a.json.as_deref() == Some("-") {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+        tuned = Some(t);
+    }
     let opts = BenchOptions {
         video,
         modes,
@@ -342,7 +378,16 @@ fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
         std::io::stdout().flush().ok();
     }
     if let Some(target) = &a.json {
-        write_json(target, &result.to_json())?;
+        let mut json = result.to_json();
+        if let Some(t) = &tuned {
+            t.attach(&mut json);
+        }
+        write_json(target, &json)?;
+    }
+    if let Some(t) = &tuned {
+        if let Some(path) = &t.config {
+            eprintln!("tuned plan: {} (rerun it with --config {})", path.display(), path.display());
+        }
     }
     if let Some(path) = &a.trace {
         let mut trace = framepipe_app::trace::Trace::new();
