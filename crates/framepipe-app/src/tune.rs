@@ -548,6 +548,25 @@ pub fn plan(input: &TuneInput) -> Result<Plan, TuneError> {
             e.busy
         ));
     }
+    // The best acceptable plan at each other thread count: a trade the user may prefer.
+    for t in infer_times.iter().filter(|t| t.threads != chosen.threads) {
+        let best = all.iter().filter(|(c, e)| c.threads == t.threads && acceptable(e)).min_by(|a, b| {
+            b.1.fps
+                .total_cmp(&a.1.fps)
+                .then(a.1.latency_us.total_cmp(&b.1.latency_us))
+                .then(a.1.total_threads.cmp(&b.1.total_threads))
+        });
+        if let Some((c, e)) = best {
+            reasons.push(format!(
+                "with {} threads per session the best is {}: {:.2} fps at {} ({:+.1}% vs serial)",
+                t.threads,
+                describe(c),
+                e.fps,
+                ms(e.latency_us),
+                100.0 * (e.latency_us / serial_latency_us - 1.0)
+            ));
+        }
+    }
     reasons.push(pin_note);
     let max_in_flight = chosen.pre + chosen.infer + chosen.post;
     reasons.push(format!(
@@ -1064,6 +1083,14 @@ mod tests {
         // When threads barely help (40 -> 35 ms), replicas win.
         let p = plan(&TuneInput::new(times(1.0, 1.0, &[(1, 40.0), (2, 35.0)], 1.0), cores(2), Device::Cpu)).unwrap();
         assert_eq!(r(&p), (1, 2, 1, 1), "{:?}", p.reasons);
+        // The lower-latency alternative is named.
+        assert!(
+            p.reasons
+                .iter()
+                .any(|r| r.starts_with("with 2 threads per session the best is pre x1, infer x1 (2 threads each)")),
+            "{:?}",
+            p.reasons
+        );
     }
 
     #[test]
