@@ -153,6 +153,10 @@ pub struct PipelineSection {
     pub pins: PinsSection,
     /// Draw the detections onto the frames (default false; always on while serving the view).
     pub annotate: bool,
+    /// Measure the stages at start and choose replicas, pins, threads per session and queues
+    /// (`framepipe_app::tune`); the replicas, pins, queue and `max_in_flight` given are then
+    /// replaced by the plan's (default false).
+    pub tune: bool,
 }
 
 impl Default for PipelineSection {
@@ -165,6 +169,7 @@ impl Default for PipelineSection {
             replicas: ReplicasSection::default(),
             pins: PinsSection::default(),
             annotate: false,
+            tune: false,
         }
     }
 }
@@ -282,6 +287,8 @@ pub struct Resolved {
     pub window: Duration,
     /// Keep the per-frame series.
     pub series: bool,
+    /// Tune the pipeline at start (`pipeline.tune`).
+    pub tune: bool,
 }
 
 /// Reconnection policy.
@@ -482,6 +489,7 @@ impl NodeConfig {
             close_timeout: positive("run.close_timeout_ms", run.close_timeout_ms)?,
             window: Duration::from_secs_f64(run.window_s),
             series: run.series,
+            tune: p.tune,
         })
     }
 

@@ -22,6 +22,9 @@ pub enum AppError {
     /// The pipeline ended badly.
     #[error(transparent)]
     Pipeline(#[from] framepipe::PipelineError),
+    /// Auto-tuning could not make a plan.
+    #[error(transparent)]
+    Tune(#[from] crate::tune::TuneError),
     /// The model is not one this pipeline can use.
     #[error("model {path}: {reason}")]
     Model {

@@ -19,6 +19,7 @@ pub mod node;
 pub mod plot;
 pub mod stages;
 pub mod trace;
+pub mod tune;
 
 pub use detector::{DetectOutput, Detector, Timings};
 pub use error::AppError;

@@ -37,7 +37,7 @@ use crate::camera::{
     CameraReport, CameraSource, CaptureOptions, CaptureShared, EndReason, LatencyStats, Outcome, SourceMeta, ViewReport,
 };
 use crate::config::{NodeConfig, Resolved};
-use crate::stages::{build_pipeline, Detected, DetectionPipeline};
+use crate::stages::{build_pipeline, Detected, DetectionPipeline, PipelineOptions, Replicas};
 use crate::{AppError, DetectModel};
 
 /// How often the node looks at its stop flags, the duration and the stall watch while it waits.
@@ -234,6 +234,7 @@ pub struct PerceptionNode {
     live_at: Instant,
     /// (when, captured, processed) over the last few seconds, for the rates.
     rates: std::collections::VecDeque<(Instant, u64, u64)>,
+    tuned: Option<crate::tune::Tuned>,
 }
 
 impl std::fmt::Debug for PerceptionNode {
@@ -248,17 +249,26 @@ impl PerceptionNode {
     pub fn start(cfg: &NodeConfig) -> Result<Self, AppError> {
         let resolved = cfg.resolve()?;
         let model = DetectModel::load(&resolved.model_path, &resolved.model)?;
-        Self::start_resolved(model, resolved)
+        Self::start_resolved(model, resolved, true)
     }
 
     /// Like [`start`](PerceptionNode::start), with a model already loaded (its `[model]` section is
     /// then only checked).
     pub fn with_model(model: Arc<DetectModel>, cfg: &NodeConfig) -> Result<Self, AppError> {
-        Self::start_resolved(model, cfg.resolve()?)
+        Self::start_resolved(model, cfg.resolve()?, false)
     }
 
-    fn start_resolved(model: Arc<DetectModel>, cfg: Resolved) -> Result<Self, AppError> {
+    /// `reload`: the model was loaded from the config's `[model]`, so tuning may load it again at
+    /// other thread counts.
+    fn start_resolved(mut model: Arc<DetectModel>, cfg: Resolved, reload: bool) -> Result<Self, AppError> {
         let mut popts = cfg.pipeline.clone();
+        // Tuning picks the replicas after the source is open: size its pool for the most they can be.
+        let pool_opts = if cfg.tune {
+            let n = framepipe::available_cores().len().max(4);
+            PipelineOptions { replicas: Replicas { pre: n, infer: n, post: n }, ..popts.clone() }
+        } else {
+            popts.clone()
+        };
         if cfg.serve.is_some() && popts.annotate.is_none() {
             popts.annotate = Some(None);
         }
@@ -271,13 +281,36 @@ impl PerceptionNode {
                 reconnect: cfg.reconnect,
                 // What the pipeline holds, plus the frame being read, the one handed over and the one
                 // waiting to enter.
-                pool: popts.live_frames() + 3,
+                pool: pool_opts.live_frames() + 3,
                 max_frames: cfg.max_frames,
                 pin: popts.pins.decode.clone(),
             },
             capture.clone(),
         )?;
         let info = source.info().clone();
+        let tuned = if cfg.tune {
+            // Calibrate on blank frames of the source's size: a live source's frames are not
+            // ours to spend, and its decode time is the camera's pace.
+            let frames = crate::tune::blank_frames(info.width, info.height, crate::tune::CALIBRATION_FRAMES)?;
+            let mopts = cfg.model.clone();
+            let cores = framepipe::available_cores();
+            let device = crate::tune::Device::of(model.selection().kind);
+            let threads = if reload {
+                crate::tune::thread_candidates(cores.len(), device, mopts.engine_options.intra_threads)
+            } else {
+                vec![mopts.engine_options.intra_threads]
+            };
+            let path = model.path().to_path_buf();
+            let cal = crate::tune::calibrate_frames(model.clone(), &path, &mopts, &frames, 0.0, &threads)?;
+            let (tuned, m) = crate::tune::finish(cal, cores, device)?;
+            model = m;
+            tuned.plan.apply(&mut popts);
+            // The capture thread is already running: it keeps the config's pin.
+            popts.pins.decode = cfg.pipeline.pins.decode.clone();
+            Some(tuned)
+        } else {
+            None
+        };
         popts.pace = if info.live {
             // The read blocks at the camera's pace.
             Pace::Free
@@ -326,7 +359,14 @@ impl PerceptionNode {
             live: LiveStats::default(),
             live_at: now - LIVE_EVERY,
             rates: std::collections::VecDeque::with_capacity(RATE_SAMPLES + 2),
+            tuned,
         })
+    }
+
+    /// The plan `pipeline.tune = true` chose at start (with its measurements and reasons), if it
+    /// was asked for.
+    pub fn tuned(&self) -> Option<&crate::tune::Tuned> {
+        self.tuned.as_ref()
     }
 
     /// Stops the node on SIGINT or SIGTERM: capture stops, the frames in flight drain, the results

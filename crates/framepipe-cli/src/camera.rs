@@ -129,6 +129,9 @@ pub struct CameraArgs {
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Measure the stages at start and choose replicas, pins, threads and queues (`pipeline.tune`).
+    #[arg(long)]
+    tune: bool,
 }
 
 impl CameraArgs {
@@ -201,6 +204,9 @@ impl CameraArgs {
         if let Some(q) = self.queue {
             cfg.pipeline.queue = q;
         }
+        if self.tune {
+            cfg.pipeline.tune = true;
+        }
         if let Some(n) = self.max_in_flight {
             cfg.pipeline.max_in_flight = Some(n);
         }
@@ -254,6 +260,9 @@ pub fn run(a: CameraArgs) -> Result<ExitCode> {
         cfg.pipeline.admission,
         node.stage_names().join(" -> ")
     );
+    if let Some(t) = node.tuned() {
+        eprint!("{}", t.render());
+    }
     if let Some(url) = node.view_url() {
         eprintln!("view: {url} (MJPEG: {url}stream.mjpg, stats: {url}stats)");
     }

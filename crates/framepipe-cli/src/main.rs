@@ -15,6 +15,7 @@ use framepipe_infer::EngineChoice;
 use indicatif::{ProgressBar, ProgressStyle};
 
 mod camera;
+mod tune;
 
 #[cfg(feature = "cuda")]
 mod gpu;
@@ -154,6 +155,8 @@ struct BenchArgs {
     /// Write the annotated video (from the pipelined run) here.
     #[arg(long)]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    tuning: tune::TuneArgs,
 }
 
 #[derive(clap::Args)]
@@ -200,13 +203,20 @@ fn main() -> ExitCode {
 
 /// Every `--model` given (the person detector if none), loaded.
 fn load_models(args: &ModelArgs) -> Result<Vec<std::sync::Arc<DetectModel>>> {
-    if args.model.is_empty() {
-        return Ok(vec![load_model(args, &assets::person_detector()?)?]);
-    }
-    args.model.iter().map(|m| load_model(args, &assets::model(m)?)).collect()
+    let opts = model_options(args)?;
+    model_paths(args)?.iter().map(|p| Ok(DetectModel::load(p, &opts)?)).collect()
 }
 
-fn load_model(args: &ModelArgs, path: &std::path::Path) -> Result<std::sync::Arc<DetectModel>> {
+/// The files of every `--model` given (names resolved), or the person detector's.
+fn model_paths(args: &ModelArgs) -> Result<Vec<PathBuf>> {
+    if args.model.is_empty() {
+        return Ok(vec![assets::person_detector()?]);
+    }
+    args.model.iter().map(|m| Ok(assets::model(m)?)).collect()
+}
+
+/// How to load the models, from the flags.
+fn model_options(args: &ModelArgs) -> Result<ModelOptions> {
     let engine = match args.engine {
         EngineArg::Auto => EngineChoice::Auto,
         EngineArg::Ort => EngineChoice::Ort,
@@ -230,7 +240,7 @@ fn load_model(args: &ModelArgs, path: &std::path::Path) -> Result<std::sync::Arc
             eprintln!("engine: {}", framepipe_infer::auto_gpu_note());
         }
     }
-    Ok(DetectModel::load(path, &opts)?)
+    Ok(opts)
 }
 
 fn write_json(target: &str, value: &serde_json::Value) -> Result<()> {
@@ -304,9 +314,13 @@ impl Progress for Bar {
 }
 
 fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
+    let from_config = tune::load_config(&a.tuning)?;
     let mut videos = a.videos.clone();
     if videos.is_empty() {
-        videos.push(assets::sample_video()?);
+        videos.push(match from_config.as_ref().and_then(|c| c.video.clone()) {
+            Some(v) => v,
+            None => assets::sample_video()?,
+        });
     }
     for v in &videos {
         if !v.exists() {
@@ -323,19 +337,29 @@ fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
         Some(s) => s.parse::<Pins>()?,
         None => Pins::default(),
     };
-    let pipeline = PipelineOptions {
+    let mut pipeline = PipelineOptions {
         replicas,
         pins,
         queue: a.queue,
         pace: if a.greedy { framepipe::Pace::Free } else { framepipe::Pace::JustInTime },
         ..Default::default()
     };
+    if let Some(c) = &from_config {
+        pipeline.replicas = c.pipeline.replicas;
+        pipeline.pins = c.pipeline.pins.clone();
+        pipeline.queue = c.pipeline.queue;
+        pipeline.max_in_flight = c.cfg.pipeline.max_in_flight;
+    }
     pipeline.validate()?;
     if a.model.model.len() > framepipe::MAX_BRANCHES {
         bail!("--model: at most {} models, not {}", framepipe::MAX_BRANCHES, a.model.model.len());
     }
     if a.out.is_some() && (videos.len() > 1 || a.model.model.len() > 1) {
         bail!("--out: an annotated video is written for one video and one model only");
+    }
+    let tuning = a.tuning.tune || from_config.as_ref().is_some_and(|c| c.cfg.pipeline.tune);
+    if tuning && (videos.len() > 1 || a.model.model.len() > 1) {
+        bail!("--tune: tunes one video through one model (run it once per model)");
     }
     let modes = match a.mode {
         ModeArg::All if a.model.model.len() > 1 => vec![Mode::Serial, Mode::Pipelined, Mode::Pool, Mode::PerModel],
@@ -345,9 +369,36 @@ fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
         ModeArg::Pool => vec![Mode::Pool],
         ModeArg::PerModel => vec![Mode::PerModel],
     };
-    let models = load_models(&a.model)?;
+    let (paths, model_opts) = match &from_config {
+        Some(c) => {
+            let path = match a.model.model.first() {
+                Some(m) => assets::model(m)?,
+                None => c.model_path.clone(),
+            };
+            (vec![path], c.model.clone())
+        }
+        None => (model_paths(&a.model)?, model_options(&a.model)?),
+    };
+    let mut models = Vec::with_capacity(paths.len());
+    for p in &paths {
+        models.push(DetectModel::load(p, &model_opts)?);
+    }
     eprintln!("engine: {}", models[0].selection().reason);
     let video = videos.remove(0);
+    let mut tuned = None;
+    if tuning {
+        let out = tune::out_path(&a.tuning, a.json.as_deref());
+        let base = tune::base_config(from_config.as_ref(), &video, a.realtime, &models[0], &model_opts);
+        let (t, m) = tune::tune_bench(models.remove(0), &paths[0], &model_opts, &video, &mut pipeline, &out, &base)?;
+        models.insert(0, m);
+        let text = t.render();
+        if a.json.as_deref() == Some("-") {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+        tuned = Some(t);
+    }
     let opts = BenchOptions {
         video,
         extra_videos: videos,
@@ -368,7 +419,16 @@ fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
         std::io::stdout().flush().ok();
     }
     if let Some(target) = &a.json {
-        write_json(target, &result.to_json())?;
+        let mut json = result.to_json();
+        if let Some(t) = &tuned {
+            t.attach(&mut json);
+        }
+        write_json(target, &json)?;
+    }
+    if let Some(t) = &tuned {
+        if let Some(path) = &t.config {
+            eprintln!("tuned plan: {} (rerun it with --config {})", path.display(), path.display());
+        }
     }
     if let Some(path) = &a.trace {
         let mut trace = framepipe_app::trace::Trace::new();
