@@ -1,7 +1,9 @@
 //! `framepipe camera` end to end: the report on a file played like a camera, a stream that dies, a
 //! signal, and arguments that are refused with the cause named.
 
-use std::path::PathBuf;
+mod common;
+use common::{bin, sample_video};
+
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -13,37 +15,6 @@ static HEAVY: Mutex<()> = Mutex::new(());
 
 fn heavy() -> std::sync::MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_framepipe"))
-}
-
-fn asset(rel: &str) -> PathBuf {
-    let root = std::env::var_os("FRAMEPIPE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets"));
-    let p = root.join(rel);
-    assert!(p.exists(), "{} is missing: run scripts/setup.sh", p.display());
-    p
-}
-
-/// The sample video (`assets/sample.mp4`), made from the test photos if it is missing (as
-/// `framepipe sample-video` makes it; written to a temporary name and renamed, so that concurrent
-/// test binaries never see half a file).
-fn sample_video() -> PathBuf {
-    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _g = MAKING.lock().unwrap_or_else(|e| e.into_inner());
-    let images = asset("images/astronaut.png");
-    let dir = images.parent().and_then(|p| p.parent()).unwrap().to_path_buf();
-    let path = dir.join("sample.mp4");
-    if !path.exists() {
-        let tmp = dir.join(format!("sample.{}.tmp.mp4", std::process::id()));
-        let photos = [images, asset("images/camera.png")];
-        framepipe_video::sample::make_sample_video(&tmp, &photos, Default::default()).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-    }
-    path
 }
 
 fn sample() -> String {

@@ -6,6 +6,9 @@
 //! Chromium and sets it, so there it always runs). `FRAMEPIPE_SCREENSHOT_OUT=path.png` keeps the
 //! screenshot (docs/camera-view.png is made that way).
 
+mod common;
+use common::sample_video;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -17,33 +20,6 @@ fn chromium() -> Option<PathBuf> {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
-}
-
-fn asset(rel: &str) -> PathBuf {
-    let root = std::env::var_os("FRAMEPIPE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets"));
-    let p = root.join(rel);
-    assert!(p.exists(), "{} is missing: run scripts/setup.sh", p.display());
-    p
-}
-
-/// The sample video (`assets/sample.mp4`), made from the test photos if it is missing (as
-/// `framepipe sample-video` makes it; written to a temporary name and renamed, so that concurrent
-/// test binaries never see half a file).
-fn sample_video() -> PathBuf {
-    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _g = MAKING.lock().unwrap_or_else(|e| e.into_inner());
-    let images = asset("images/astronaut.png");
-    let dir = images.parent().and_then(|p| p.parent()).unwrap().to_path_buf();
-    let path = dir.join("sample.mp4");
-    if !path.exists() {
-        let tmp = dir.join(format!("sample.{}.tmp.mp4", std::process::id()));
-        let photos = [images, asset("images/camera.png")];
-        framepipe_video::sample::make_sample_video(&tmp, &photos, Default::default()).unwrap();
-        std::fs::rename(&tmp, &path).unwrap();
-    }
-    path
 }
 
 /// The camera process; killed if the test fails.

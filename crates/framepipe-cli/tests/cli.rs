@@ -1,31 +1,13 @@
 //! The `framepipe` binary, end to end: its JSON interfaces and its errors (one line naming the file
 //! and the problem, exit code 2, no panic).
 
+mod common;
+use common::{asset, bin, run, stderr};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_framepipe"))
-}
-
-fn asset(rel: &str) -> PathBuf {
-    let root = std::env::var_os("FRAMEPIPE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets"));
-    let p = root.join(rel);
-    assert!(p.exists(), "{} is missing: run scripts/fetch-assets.sh", p.display());
-    p
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("the framepipe binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// The last line of stderr, which must be the one-line error.
 fn error_line(o: &Output) -> String {

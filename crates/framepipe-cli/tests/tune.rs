@@ -2,23 +2,13 @@
 //! that loads back (and that the bench and the config parser accept), reported in the JSON, and
 //! the tuned run delivers every frame in order.
 
+mod common;
+use common::{bin, run, stderr};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use framepipe_app::config::NodeConfig;
 use serde_json::Value;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_framepipe"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("the framepipe binary runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn make_video(dir: &Path) -> PathBuf {
     let path = dir.join("tune.mp4");
