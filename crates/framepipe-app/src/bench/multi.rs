@@ -116,6 +116,64 @@ impl Reader {
     }
 }
 
+/// The decode loop every mode shares: reads the videos round-robin, paced at the videos' rate with
+/// `--realtime`, times each read, numbers the frames (sequence, and index within their stream) and
+/// keeps the decode errors, which take no sequence number.
+struct Reads {
+    reader: Reader,
+    frames: SharedFrames,
+    epoch: Instant,
+    period: Option<Duration>,
+    reads: u64,
+    seq: u64,
+    indices: Vec<u64>,
+    errors: Vec<String>,
+}
+
+impl Reads {
+    /// Opens the videos with room for `live` frames alive at once; the clock starts now.
+    fn open(setup: &Setup, live: usize) -> Result<Self, AppError> {
+        let reader = Reader::open(&setup.videos, setup.opts, live)?;
+        Ok(Reads {
+            indices: vec![0; reader.sources.len()],
+            reader,
+            frames: SharedFrames::new(live),
+            epoch: Instant::now(),
+            period: setup.period(),
+            reads: 0,
+            seq: 0,
+            errors: Vec::new(),
+        })
+    }
+
+    /// The next decoded frame with its outcome record, or `None` when every video has ended.
+    fn next(&mut self) -> Option<(Outcome, SharedFrame)> {
+        loop {
+            pace(self.epoch, self.reads, self.period);
+            self.reads += 1;
+            let t0 = Instant::now();
+            let (stream, r) = self.reader.read()?;
+            let t1 = Instant::now();
+            match r {
+                Err(e) => self.errors.push(e.to_string()),
+                Ok(f) => {
+                    let index = next_index(&mut self.indices, stream);
+                    let o = Outcome {
+                        seq: self.seq,
+                        stream,
+                        index,
+                        decode: (t0, t1),
+                        worker: 0,
+                        branches: empty_branches(),
+                    };
+                    self.seq += 1;
+                    return Some((o, self.frames.share(f)));
+                }
+            }
+        }
+    }
+}
+
 /// The setting shared by every mode.
 pub(super) struct Setup<'a> {
     pub(super) models: &'a [Arc<DetectModel>],
@@ -422,38 +480,17 @@ pub(super) fn run(
 fn run_serial(setup: &Setup, progress: &dyn Progress) -> Result<ModeRun, AppError> {
     let n = setup.models.len();
     let mut stages = setup.models.iter().map(|m| ModelStages::new(m, 4)).collect::<Result<Vec<_>, _>>()?;
-    let frames = SharedFrames::new(4);
-    let mut reader = Reader::open(&setup.videos, setup.opts, 4)?;
-    let epoch = Instant::now();
-    let mut rec = Recorder::new(setup, epoch);
-    let mut errors = Vec::new();
-    let per = setup.period();
-    let mut seq = 0u64;
-    let mut reads = 0u64;
-    let mut indices = vec![0u64; setup.videos.len()];
-    loop {
-        pace(epoch, reads, per);
-        reads += 1;
-        let t0 = Instant::now();
-        let Some((stream, r)) = reader.read() else { break };
-        let t1 = Instant::now();
-        let frame = match r {
-            Ok(f) => frames.share(f),
-            Err(e) => {
-                errors.push(e.to_string());
-                continue;
-            }
-        };
-        let index = next_index(&mut indices, stream);
-        let mut o = Outcome { seq, stream, index, decode: (t0, t1), worker: 0, branches: empty_branches() };
+    let mut reads = Reads::open(setup, 4)?;
+    let mut rec = Recorder::new(setup, reads.epoch);
+    while let Some((mut o, frame)) = reads.next() {
         for (i, s) in stages.iter_mut().enumerate() {
             o.branches[i] = Some(s.run(frame.clone()));
         }
         drop(frame);
         rec.deliver(&o, |_| "serial".to_string());
         progress.frame();
-        seq += 1;
     }
+    let errors = reads.errors;
     let all: f64 = rec.mean_s(0) + (0..n).map(|i| rec.model_s(i)).sum::<f64>();
     Ok(rec.finish(Mode::Serial, setup, 1, 1, rate(all), errors))
 }
@@ -466,12 +503,10 @@ fn run_pool(setup: &Setup, progress: &dyn Progress) -> Result<ModeRun, AppError>
     for _ in 0..workers {
         all_stages.push(setup.models.iter().map(|m| ModelStages::new(m, live)).collect::<Result<Vec<_>, _>>()?);
     }
-    let frames = SharedFrames::new(live);
-    let mut reader = Reader::open(&setup.videos, setup.opts, live)?;
+    let mut reads = Reads::open(setup, live)?;
+    let epoch = reads.epoch;
     let (job_tx, job_rx) = crossbeam_channel::bounded::<(Outcome, SharedFrame)>(workers);
     let (done_tx, done_rx) = crossbeam_channel::bounded::<Outcome>(workers);
-    let epoch = Instant::now();
-    let per = setup.period();
     std::thread::scope(|scope| -> Result<ModeRun, AppError> {
         for (w, mut stages) in all_stages.into_iter().enumerate() {
             let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
@@ -495,29 +530,12 @@ fn run_pool(setup: &Setup, progress: &dyn Progress) -> Result<ModeRun, AppError>
         let decoder = std::thread::Builder::new()
             .name("decode".into())
             .spawn_scoped(scope, move || {
-                let mut errors = Vec::new();
-                let mut indices = vec![0u64; reader.sources.len()];
-                let (mut seq, mut reads) = (0u64, 0u64);
-                loop {
-                    pace(epoch, reads, per);
-                    reads += 1;
-                    let t0 = Instant::now();
-                    let Some((stream, r)) = reader.read() else { break };
-                    let t1 = Instant::now();
-                    match r {
-                        Err(e) => errors.push(e.to_string()),
-                        Ok(f) => {
-                            let index = next_index(&mut indices, stream);
-                            let o =
-                                Outcome { seq, stream, index, decode: (t0, t1), worker: 0, branches: empty_branches() };
-                            if job_tx.send((o, frames.share(f))).is_err() {
-                                break;
-                            }
-                            seq += 1;
-                        }
+                while let Some(job) = reads.next() {
+                    if job_tx.send(job).is_err() {
+                        break;
                     }
                 }
-                errors
+                reads.errors
             })
             .map_err(|e| AppError::config("pool", format!("cannot start the decode thread: {e}")))?;
         let mut rec = Recorder::new(setup, epoch);
@@ -544,8 +562,8 @@ fn run_per_model(setup: &Setup, progress: &dyn Progress) -> Result<ModeRun, AppE
     // The ring of pending frames holds them all.
     let window = (n + 1) * (q + 2) + 2;
     let stages = setup.models.iter().map(|m| ModelStages::new(m, window + 2)).collect::<Result<Vec<_>, _>>()?;
-    let frames = SharedFrames::new(window + 2);
-    let mut reader = Reader::open(&setup.videos, setup.opts, window + 2)?;
+    let mut reads = Reads::open(setup, window + 2)?;
+    let epoch = reads.epoch;
     let mut txs = Vec::new();
     let mut rxs = Vec::new();
     for _ in 0..n {
@@ -555,8 +573,6 @@ fn run_per_model(setup: &Setup, progress: &dyn Progress) -> Result<ModeRun, AppE
     }
     let (res_tx, res_rx) = crossbeam_channel::bounded::<(u64, usize, BranchTimes)>(n * (q + 2));
     let (meta_tx, meta_rx) = crossbeam_channel::bounded::<Outcome>(window);
-    let epoch = Instant::now();
-    let per = setup.period();
     std::thread::scope(|scope| -> Result<ModeRun, AppError> {
         for (i, (mut s, rx)) in stages.into_iter().zip(rxs).enumerate() {
             let res_tx = res_tx.clone();
@@ -575,36 +591,19 @@ fn run_per_model(setup: &Setup, progress: &dyn Progress) -> Result<ModeRun, AppE
         let decoder = std::thread::Builder::new()
             .name("decode".into())
             .spawn_scoped(scope, move || {
-                let mut errors = Vec::new();
-                let mut indices = vec![0u64; reader.sources.len()];
-                let (mut seq, mut reads) = (0u64, 0u64);
-                'read: loop {
-                    pace(epoch, reads, per);
-                    reads += 1;
-                    let t0 = Instant::now();
-                    let Some((stream, r)) = reader.read() else { break };
-                    let t1 = Instant::now();
-                    match r {
-                        Err(e) => errors.push(e.to_string()),
-                        Ok(f) => {
-                            let index = next_index(&mut indices, stream);
-                            let o =
-                                Outcome { seq, stream, index, decode: (t0, t1), worker: 0, branches: empty_branches() };
-                            // The collector learns of the frame before any model can finish it.
-                            if meta_tx.send(o).is_err() {
-                                break;
-                            }
-                            let frame = frames.share(f);
-                            for tx in &txs {
-                                if tx.send((seq, frame.clone())).is_err() {
-                                    break 'read;
-                                }
-                            }
-                            seq += 1;
+                'read: while let Some((o, frame)) = reads.next() {
+                    let seq = o.seq;
+                    // The collector learns of the frame before any model can finish it.
+                    if meta_tx.send(o).is_err() {
+                        break;
+                    }
+                    for tx in &txs {
+                        if tx.send((seq, frame.clone())).is_err() {
+                            break 'read;
                         }
                     }
                 }
-                errors
+                reads.errors
             })
             .map_err(|e| AppError::config("per-model", format!("cannot start the decode thread: {e}")))?;
         let mut rec = Recorder::new(setup, epoch);
