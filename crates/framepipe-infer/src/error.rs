@@ -156,6 +156,23 @@ pub enum InferError {
         reason: String,
     },
 
+    /// tract-cuda's run of the model could not be captured (or replayed) as a CUDA graph at
+    /// start-up. Nothing is retried: `--no-cuda-graph` (`cuda_graph = false`) runs tract-cuda's
+    /// plain `state.run` instead.
+    #[error(
+        "cannot capture {} in a CUDA graph ({step}): {reason}; run with --no-cuda-graph (cuda_graph = false) for \
+         tract-cuda's plain runs",
+        path.display()
+    )]
+    CudaGraph {
+        /// The model file.
+        path: PathBuf,
+        /// The step that failed (`capture`, `instantiate`, `check the replay`, ...).
+        step: &'static str,
+        /// What failed.
+        reason: String,
+    },
+
     /// The engine itself failed (while parsing, optimizing or running the model).
     #[error("{engine} failed to {action} {}: {message}", path.display())]
     Engine {

@@ -61,15 +61,20 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+#[cfg(feature = "cuda")]
+mod cuda_graph;
 mod error;
 mod model;
 #[cfg(feature = "ort")]
 mod ort_engine;
+pub mod passes;
 pub mod testing;
 #[cfg(feature = "cuda")]
 mod tract_cuda_engine;
 mod tract_engine;
 
+#[cfg(feature = "cuda")]
+pub use cuda_graph::{CudaGraphSession, OpClassTime, OpProfile};
 pub use error::InferError;
 #[cfg(feature = "cuda")]
 pub use tract_cuda_engine::{CudaWarmUp, CUBLAS_WORKSPACE_CONFIG};
@@ -375,11 +380,16 @@ pub struct EngineOptions {
     pub input_shape: Option<Vec<usize>>,
     /// ONNX Runtime options.
     pub ort: OrtOptions,
+    /// tract-cuda only (default `true`): each session captures one run of the model in a CUDA
+    /// graph when it is made, on its thread, and replays it for every run (see
+    /// [`CudaGraphSession`]). `false` (`--no-cuda-graph`) runs tract-cuda's plain `state.run`,
+    /// which dispatches every kernel from the host.
+    pub cuda_graph: bool,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { intra_threads: 1, input_shape: None, ort: OrtOptions::default() }
+        EngineOptions { intra_threads: 1, input_shape: None, ort: OrtOptions::default(), cuda_graph: true }
     }
 }
 
@@ -395,6 +405,13 @@ pub trait Engine: Send + Sync {
     /// Makes a new per-replica context that owns its mutable state and output buffers; the
     /// weights stay shared. Call it once per worker thread and keep the session.
     fn session(&self) -> Result<Box<dyn Session>, InferError>;
+    /// For device-resident pipelines (cargo feature `cuda`): a session whose input and outputs
+    /// stay on the GPU, with its CUDA graph captured on the calling thread. `None` for engines
+    /// that have none (every engine but tract-cuda with [`EngineOptions::cuda_graph`]).
+    #[cfg(feature = "cuda")]
+    fn cuda_graph_session(&self) -> Option<Result<CudaGraphSession, InferError>> {
+        None
+    }
 }
 
 /// A per-replica inference context (see [`Engine::session`]). `Send`, so it can be moved to its
@@ -478,7 +495,7 @@ pub fn load(
 fn load_tract_cuda(file: &model::ModelFile, opts: &EngineOptions) -> Result<(Arc<dyn Engine>, Selection), InferError> {
     let (engine, warm) = tract_cuda_engine::load(file, opts)?;
     let reason = format!("tract-cuda: requested; {warm}");
-    Ok((Arc::new(engine), Selection { kind: EngineKind::TractCuda, reason }))
+    Ok((engine, Selection { kind: EngineKind::TractCuda, reason }))
 }
 
 #[cfg(not(feature = "cuda"))]

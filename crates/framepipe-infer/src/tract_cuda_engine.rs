@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 use tract_onnx::prelude::{InferenceModelExt, RunOptions, TypedSimplePlan};
 use tract_onnx::tract_core::transform::ModelTransform;
 
+use crate::cuda_graph::{detach_output_syncs, host_syncs, CudaGraphEngine};
 use crate::model::ModelFile;
 use crate::tract_engine::{self, TractEngine};
-use crate::{EngineKind, EngineOptions, InferError, TensorRef};
+use crate::{Engine, EngineKind, EngineOptions, InferError, ModelInfo, TensorRef};
 
 /// What the CUDA warm-up found and did.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,7 +149,7 @@ fn probe() -> Result<String, Failure> {
 }
 
 /// The text of a caught panic.
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -250,20 +251,28 @@ pub fn prepare_thread() -> Result<(), InferError> {
         })
 }
 
-/// Loads `file` for tract-cuda: warm-up, plan, and one run on the loading thread.
-pub(crate) fn load(file: &ModelFile, opts: &EngineOptions) -> Result<(TractEngine, String), InferError> {
+/// Loads `file` for tract-cuda: warm-up, our model passes, tract-cuda's translation, the plan,
+/// and one session made on the loading thread (with [`EngineOptions::cuda_graph`], that session
+/// captures and checks its graph, so that a model that cannot be captured fails here, at start-up).
+pub(crate) fn load(file: &ModelFile, opts: &EngineOptions) -> Result<(Arc<dyn Engine>, String), InferError> {
     let warm = warm_up(&|_| {})?;
     let fail = tract_engine::engine_error(EngineKind::TractCuda, file);
     let model = tract_engine::parse(file, opts, EngineKind::TractCuda)?;
     let mut typed = model.into_typed().and_then(|m| m.into_decluttered()).map_err(|e| fail("load", e))?;
+    // Ours, before the CUDA translation: SPPF's MaxPools become GPU ops (exact; see `passes`).
+    let pools = crate::passes::rewrite_max_pools(&mut typed).map_err(|e| fail("rewrite the MaxPools of", e))?;
     // tract-cuda `expect`s in places (a thread's stream creation): a panic becomes an error here.
     let mut arena_bytes = None;
-    let plan = catch_unwind(AssertUnwindSafe(|| -> Result<TypedSimplePlan, InferError> {
-        // GPU rewrites of the decluttered model belong here, before the CUDA translation (the
-        // follow-up's MaxPool rewrite, so that SPPF stays on the GPU and the run can be captured).
+    let built = catch_unwind(AssertUnwindSafe(|| -> Result<_, InferError> {
         tract_cuda::CudaTransform.transform(&mut typed).map_err(|e| fail("translate for CUDA", e))?;
         typed.optimize().map_err(|e| fail("optimize", e))?;
-        let options = RunOptions { skip_order_opt_ram: true, ..RunOptions::default() };
+        // With graphs, the outputs stay on the device: their host syncs go.
+        let host_facts =
+            if opts.cuda_graph { Some(detach_output_syncs(&mut typed).map_err(|e| fail("plan", e))?) } else { None };
+        let syncs = if opts.cuda_graph { host_syncs(&typed) } else { Vec::new() };
+        let hints = tract_onnx::prelude::SymbolValues::default();
+        let options =
+            RunOptions { skip_order_opt_ram: true, memory_sizing_hints: Some(hints), ..RunOptions::default() };
         let mut plan = TypedSimplePlan::build(typed, &options).map_err(|e| fail("plan", e))?;
         // tract-gpu's arena: one device allocation per run for all intermediate values.
         if let Some(handler) =
@@ -277,22 +286,80 @@ pub(crate) fn load(file: &ModelFile, opts: &EngineOptions) -> Result<(TractEngin
         // read them without any event, so the uploads must be done first.
         tract_cuda::with_cuda_stream(|stream| Ok(stream.synchronize()?))
             .map_err(|e| fail("upload the weights of", e))?;
-        Ok(plan)
+        Ok((plan, host_facts, syncs))
     }))
-    .map_err(|p| InferError::CudaUnavailable { reason: format!("tract-cuda panicked: {}", panic_text(&*p)) })??;
-    let engine = TractEngine::from_plan(EngineKind::TractCuda, file, Arc::new(plan), opts.intra_threads)?;
-    // One run now: cuDNN's per-shape setup and lazy loads are start-up time, not a slow first frame.
-    let shape: Option<Vec<usize>> = engine_input_shape(&engine);
-    if let Some(shape) = shape {
-        let input = vec![0.5f32; shape.iter().product()];
-        let mut session = crate::Engine::session(&engine)?;
-        catch_unwind(AssertUnwindSafe(|| session.run(&[TensorRef::new(&shape, &input)]).map(|_| ()))).map_err(
-            |p| InferError::CudaUnavailable { reason: format!("tract-cuda panicked: {}", panic_text(&*p)) },
-        )??;
+    .map_err(|p| InferError::CudaUnavailable { reason: format!("tract-cuda panicked: {}", panic_text(&*p)) })?;
+    let (plan, host_facts, syncs) = built?;
+    let mut notes = vec![warm.to_string()];
+    notes.push(match (pools.rewritten, pools.kept.len()) {
+        (0, 0) => "no MaxPool".to_string(),
+        (n, 0) => format!("{n} MaxPools rewritten for the GPU"),
+        (n, k) => format!("{n} MaxPools rewritten for the GPU, {k} left on the CPU ({})", pools.kept[0].1),
+    });
+    if let Some(b) = arena_bytes {
+        notes.push(format!("activation arena {:.1} MB per session and run", b as f64 / 1e6));
     }
-    let arena = arena_bytes
-        .map_or_else(String::new, |b| format!("; activation arena {:.1} MB per session and run", b as f64 / 1e6));
-    Ok((engine, format!("{warm}{arena}")))
+    let engine: Arc<dyn Engine> = match host_facts {
+        Some(facts) => {
+            if !syncs.is_empty() {
+                return Err(InferError::CudaGraph {
+                    path: file.path.clone(),
+                    step: "plan",
+                    reason: format!(
+                        "{} device-to-host syncs remain inside the run (first: {}): an op without a CUDA kernel",
+                        syncs.len(),
+                        syncs[0]
+                    ),
+                });
+            }
+            let info = graph_model_info(file, &plan, &facts)?;
+            let engine = CudaGraphEngine { info: Arc::new(info), plan: Arc::new(plan) };
+            // Capture and check one graph now, on this thread: a start-up error, not a first-frame one.
+            let session = engine.cuda_graph_session().expect("the graph engine makes graph sessions")?;
+            notes.push(format!("one CUDA graph per session (captured in {:.1} ms)", session.capture_ms()));
+            Arc::new(engine)
+        }
+        None => {
+            let engine = TractEngine::from_plan(EngineKind::TractCuda, file, Arc::new(plan), opts.intra_threads)?;
+            // One run now: cuDNN's per-shape setup and lazy loads are start-up time, not a slow first frame.
+            if let Some(shape) = engine_input_shape(&engine) {
+                let input = vec![0.5f32; shape.iter().product()];
+                let mut session = crate::Engine::session(&engine)?;
+                catch_unwind(AssertUnwindSafe(|| session.run(&[TensorRef::new(&shape, &input)]).map(|_| ())))
+                    .map_err(|p| InferError::CudaUnavailable {
+                        reason: format!("tract-cuda panicked: {}", panic_text(&*p)),
+                    })??;
+            }
+            notes.push("plain runs, no CUDA graph (--no-cuda-graph)".into());
+            Arc::new(engine)
+        }
+    };
+    Ok((engine, notes.join("; ")))
+}
+
+/// The model's description for a graph plan: inputs as planned, outputs as they were before their
+/// host syncs were detached.
+fn graph_model_info(
+    file: &ModelFile,
+    plan: &TypedSimplePlan,
+    output_facts: &[tract_onnx::prelude::TypedFact],
+) -> Result<ModelInfo, InferError> {
+    let fail = tract_engine::engine_error(EngineKind::TractCuda, file);
+    let m = plan.model();
+    let mut inputs = Vec::with_capacity(file.inputs.len());
+    for (ix, declared) in file.inputs.iter().enumerate() {
+        let fact = m.input_fact(ix).map_err(|e| fail("load", e))?;
+        inputs.push(tract_engine::info_from_fact(&declared.name, fact));
+    }
+    let outputs = output_facts
+        .iter()
+        .enumerate()
+        .map(|(ix, fact)| {
+            let name = file.outputs.get(ix).map(|o| o.name.clone()).unwrap_or_else(|| format!("output{ix}"));
+            tract_engine::info_from_fact(&name, fact)
+        })
+        .collect();
+    Ok(ModelInfo { path: file.path.clone(), inputs, outputs, metadata: file.metadata.clone() })
 }
 
 /// The single input's concrete shape, if the model has one input of known shape.

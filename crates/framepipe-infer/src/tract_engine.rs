@@ -105,7 +105,7 @@ pub(crate) fn parse(
 }
 
 /// What tract knows of an input or output after optimization.
-fn info_from_fact(name: &str, fact: &TypedFact) -> TensorInfo {
+pub(crate) fn info_from_fact(name: &str, fact: &TypedFact) -> TensorInfo {
     let shape = fact.shape.iter().map(|d| d.to_usize().ok()).collect();
     let dt = fact.datum_type;
     let dtype = if dt == f32::datum_type() {
