@@ -123,11 +123,22 @@ pub struct ModelSection {
     pub iou: f32,
     /// A labels file, one name per line (default: the model's own class names).
     pub labels: Option<PathBuf>,
+    /// tract-cuda: one CUDA graph per replica, captured at start-up (default true); `false` runs
+    /// tract's plain `state.run` (the `--no-cuda-graph` fallback).
+    pub cuda_graph: bool,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
-        ModelSection { path: None, engine: "auto".into(), threads: 1, conf: 0.25, iou: 0.45, labels: None }
+        ModelSection {
+            path: None,
+            engine: "auto".into(),
+            threads: 1,
+            conf: 0.25,
+            iou: 0.45,
+            labels: None,
+            cuda_graph: true,
+        }
     }
 }
 
@@ -395,6 +406,7 @@ impl NodeConfig {
         let mut model =
             ModelOptions { engine, conf: m.conf, iou: m.iou, labels: m.labels.clone(), ..Default::default() };
         model.engine_options.intra_threads = m.threads;
+        model.engine_options.cuda_graph = m.cuda_graph;
 
         let p = &self.pipeline;
         let admission: Admission = p

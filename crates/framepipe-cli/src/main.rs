@@ -89,6 +89,11 @@ struct ModelArgs {
     #[cfg(feature = "cuda")]
     #[arg(long)]
     gpu_pre: bool,
+    /// tract-cuda: run tract's plain `state.run` (every kernel dispatched from the host) instead of
+    /// one CUDA graph per replica, captured at start-up.
+    #[cfg(feature = "cuda")]
+    #[arg(long)]
+    no_cuda_graph: bool,
 }
 
 #[derive(clap::Args)]
@@ -236,6 +241,7 @@ fn model_options(args: &ModelArgs) -> Result<ModelOptions> {
     #[cfg(feature = "cuda")]
     {
         opts.gpu_preprocess = args.gpu_pre;
+        opts.engine_options.cuda_graph = !args.no_cuda_graph;
         if matches!(args.engine, EngineArg::Auto) {
             eprintln!("engine: {}", framepipe_infer::auto_gpu_note());
         }

@@ -12,7 +12,12 @@
 //!  per thread instead of cuBLAS's default)
 //! gpu pre   [--iters 200] [--json FILE]
 //! gpu bench --model M [--replicas 1,2,4,8] [--frames 600] [--size 1280x720] [--gpu-pre]
-//!           [--modes serial,pipelined,pool] [--engine tract-cuda|ort|tract] [--threads N] [--json FILE]
+//!           [--modes serial,pipelined,pool] [--engine tract-cuda|ort|tract] [--threads N]
+//!           [--no-cuda-graph] [--json FILE]
+//! gpu e2e   --model M [--replicas 1,2,4,8] [--frames 1000] [--size 1920x1080] [--profile-runs 20]
+//!           [--json FILE]   (device-resident frames: correctness against the CPU engine, serial
+//!                            e2e per stage, graph replay, per-op-class GPU time, letterbox kernel,
+//!                            pipelined throughput)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -70,6 +75,7 @@ fn main() -> std::process::ExitCode {
         Some("mem") => mem(&args),
         Some("pre") => pre(&args),
         Some("bench") => bench(&args),
+        Some("e2e") => e2e(&args),
         _ => Err("usage: gpu info | warm | mem --model M | pre | bench --model M (see the source's header)".into()),
     };
     match result {
@@ -533,7 +539,8 @@ fn bench(args: &Args) -> Res<Value> {
         other => return Err(format!("--engine {other}: expected tract-cuda, ort or tract").into()),
     };
     let threads: usize = args.opt("--threads").map_or(Ok(1), |s| s.parse())?;
-    let options = EngineOptions { intra_threads: threads, ..EngineOptions::default() };
+    let options =
+        EngineOptions { intra_threads: threads, cuda_graph: !args.flag("--no-cuda-graph"), ..EngineOptions::default() };
     let (engine, selection) = load(&model, choice, &options)?;
     eprintln!("engine: {} (loaded in {:.1} s)", selection.reason, t0.elapsed().as_secs_f64());
     let frames: Vec<Arc<Frame>> = (0..8).map(|k| Arc::new(synthetic_frame(w, h, k))).collect();
@@ -577,4 +584,306 @@ fn bench(args: &Args) -> Res<Value> {
 
 fn model_name(p: &Path) -> String {
     p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+// ---------------------------------------------------------------- device-resident frames (e2e)
+
+use framepipe_cuda::{DeviceInfer, DeviceInput, DeviceOutputs, DevicePost, DevicePre, PinnedFrame, Source};
+
+fn size_arg(args: &Args, default: &str) -> Res<(usize, usize)> {
+    let size = args.opt("--size").unwrap_or_else(|| default.into());
+    size.split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
+        .ok_or_else(|| "--size: expected WxH".into())
+}
+
+fn p50(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    percentile(&s, 0.5)
+}
+
+fn same_detections(a: &[Detection], b: &[Detection], tol: f32) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.class_id == y.class_id
+                && (x.score - y.score).abs() <= tol
+                && (x.bbox.x1 - y.bbox.x1).abs() <= 100.0 * tol
+                && (x.bbox.y1 - y.bbox.y1).abs() <= 100.0 * tol
+                && (x.bbox.x2 - y.bbox.x2).abs() <= 100.0 * tol
+                && (x.bbox.y2 - y.bbox.y2).abs() <= 100.0 * tol
+        })
+}
+
+struct RPre {
+    w: DevicePre,
+    pool: Pool<DeviceInput>,
+}
+
+impl Stage<Arc<PinnedFrame>> for RPre {
+    type Out = Pooled<DeviceInput>;
+    type Error = StageError;
+    fn process(&mut self, frame: Arc<PinnedFrame>) -> Result<Pooled<DeviceInput>, StageError> {
+        let mut slot = self.pool.take();
+        self.w.process(Source::Pinned(&frame), &mut slot)?;
+        Ok(slot)
+    }
+}
+
+struct RInfer {
+    w: DeviceInfer,
+    pool: Pool<DeviceOutputs>,
+}
+
+impl Stage<Pooled<DeviceInput>> for RInfer {
+    type Out = (Pooled<DeviceOutputs>, LetterboxParams);
+    type Error = StageError;
+    fn process(&mut self, input: Pooled<DeviceInput>) -> Result<Self::Out, StageError> {
+        let mut out = self.pool.take();
+        self.w.process(&input, &mut out)?;
+        let lb = input.letterbox.ok_or(CudaError::Unsupported { what: "an input without geometry".into() })?;
+        Ok((out, lb))
+    }
+}
+
+struct RPost {
+    w: DevicePost,
+    pool: Pool<Vec<Detection>>,
+}
+
+impl Stage<(Pooled<DeviceOutputs>, LetterboxParams)> for RPost {
+    type Out = Pooled<Vec<Detection>>;
+    type Error = StageError;
+    fn process(&mut self, (outs, lb): (Pooled<DeviceOutputs>, LetterboxParams)) -> Result<Self::Out, StageError> {
+        let mut dets = self.pool.take();
+        self.w.process(&outs, &lb, &mut dets)?;
+        Ok(dets)
+    }
+}
+
+fn e2e(args: &Args) -> Res<Value> {
+    let model = args.model()?;
+    let counts = args.list("--replicas", "1,2,4,8")?;
+    let n: usize = args.opt("--frames").map_or(Ok(1000), |s| s.parse())?;
+    let profile_runs: usize = args.opt("--profile-runs").map_or(Ok(20), |s| s.parse())?;
+    let (w, h) = size_arg(args, "1920x1080")?;
+    let t0 = Instant::now();
+    let (engine, selection) = load(&model, EngineChoice::TractCuda, &EngineOptions::default())?;
+    eprintln!("engine: {} (loaded in {:.1} s)", selection.reason, t0.elapsed().as_secs_f64());
+    let spec = Spec::new(Arc::clone(&engine), false, 4 * counts.iter().copied().max().unwrap_or(1) + 16)?;
+    let frames: Vec<Frame> = (0..8).map(|k| synthetic_frame(w, h, k)).collect();
+    let pinned: Vec<Arc<PinnedFrame>> =
+        frames.iter().map(|f| PinnedFrame::from_frame(f.as_ref()).map(Arc::new)).collect::<Result<_, _>>()?;
+    let mut out = json!({ "model": model_name(&model), "engine": selection.reason, "frame": format!("{w}x{h}"),
+                          "frames": n });
+
+    // --- correctness: graph replay vs the CPU engine on the same input; GPU post vs CPU post.
+    let mut cpu_pre = Preprocessor::new(spec.pre)?;
+    let mut input = vec![0f32; spec.pre.output_len()];
+    let lb = cpu_pre.preprocess(frames[0].as_ref(), &mut input)?;
+    let (cpu_engine, _) = load(&model, EngineChoice::Tract, &EngineOptions::default())?;
+    let cpu_out: Vec<(Vec<usize>, Vec<f32>)> = cpu_engine
+        .session()?
+        .run(&[TensorRef::new(&spec.shape, &input)])?
+        .iter()
+        .map(|t| (t.shape.clone(), t.data.clone()))
+        .collect();
+    let mut graph_host = engine.session()?;
+    let gpu_out: Vec<(Vec<usize>, Vec<f32>)> = graph_host
+        .run(&[TensorRef::new(&spec.shape, &input)])?
+        .iter()
+        .map(|t| (t.shape.clone(), t.data.clone()))
+        .collect();
+    let worst = cpu_out
+        .iter()
+        .zip(&gpu_out)
+        .flat_map(|(a, b)| a.1.iter().zip(&b.1).map(|(x, y)| (x - y).abs()))
+        .fold(0f32, f32::max);
+    // A low threshold for the comparison, so that random-weight models have candidates too.
+    let check_spec = Spec {
+        post: PostprocessConfig {
+            conf_threshold: 0.01,
+            nms: NmsConfig { iou_threshold: 0.45, ..NmsConfig::default() },
+        },
+        ..spec.clone()
+    };
+    let mut post = Post::new(&check_spec)?;
+    let detect = |post: &mut Post, o: &[(Vec<usize>, Vec<f32>)]| -> Res<Vec<Detection>> {
+        let views: Vec<TensorView<'_>> = o.iter().map(|(s, d)| TensorView { shape: s, data: d }).collect();
+        let mut dets = Vec::new();
+        post.post.process(&views, &lb, &mut dets)?;
+        Ok(dets)
+    };
+    let cpu_dets = detect(&mut post, &cpu_out)?;
+    let gpu_cpu_post = detect(&mut post, &gpu_out)?;
+    // The device-resident path on the same frame: GPU letterbox, graph, GPU filter.
+    let mut dpre = DevicePre::new(spec.pre)?;
+    let mut dinfer = DeviceInfer::new(engine.as_ref())?;
+    let mut dpost = DevicePost::new(spec.decoder.clone(), check_spec.post)?;
+    let (mut slot, mut douts, mut ddets) = (DeviceInput::empty(), DeviceOutputs::empty(), Vec::new());
+    let dlb = dpre.process(Source::Pinned(&pinned[0]), &mut slot)?;
+    dinfer.process(&slot, &mut douts)?;
+    dpost.process(&douts, &dlb, &mut ddets)?;
+    // GPU filter vs CPU decode on the very same device output: must be identical.
+    let resident_out: Vec<(Vec<usize>, Vec<f32>)> = douts.shapes().iter().cloned().zip(douts.to_host()?).collect();
+    let cpu_post_on_resident = detect(&mut post, &resident_out)?;
+    let check = json!({
+        "max_abs_diff_graph_vs_cpu": worst, "within_1e-3": worst <= 1e-3,
+        "tf32_override": std::env::var("NVIDIA_TF32_OVERRIDE").ok(),
+        "detections_cpu": cpu_dets.len(), "detections_graph_cpu_post": gpu_cpu_post.len(),
+        "detections_resident": ddets.len(), "gpu_filter_survivors": dpost.last_survivors,
+        "graph_dets_match_cpu": same_detections(&cpu_dets, &gpu_cpu_post, 1e-3),
+        "resident_dets_match_cpu": same_detections(&cpu_dets, &ddets, 1e-3),
+        "gpu_filter_on": dpost.filters_on_gpu(),
+        "gpu_filter_equals_cpu_decode": cpu_post_on_resident == ddets,
+    });
+    println!("check: {check}");
+    out["check"] = check;
+    let mut post = Post::new(&spec)?;
+    let mut dpost = DevicePost::new(spec.decoder.clone(), spec.post)?;
+
+    // --- 1080p letterbox: upload and kernel alone.
+    {
+        let mut dev = dpre.preprocessor().stream().alloc_zeros::<f32>(spec.pre.output_len())?;
+        let (up, k) = dpre.preprocessor_mut().time_upload_and_kernel(frames[0].as_ref(), &mut dev, 200)?;
+        println!("letterbox {w}x{h}: upload (host copy + H2D) p50 {:.1} us, kernel p50 {:.1} us", p50(&up), p50(&k));
+        out["letterbox"] = json!({ "upload_us": stats_us(up), "kernel_us": stats_us(k) });
+    }
+
+    // --- serial e2e, device-resident, and its parts.
+    let warm = 50;
+    let (mut e2e_us, mut pre_us, mut inf_us, mut post_us, mut replay_us) = (vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..warm + n {
+        let f = &pinned[i % pinned.len()];
+        let t = Instant::now();
+        let lb = dpre.process(Source::Pinned(f), &mut slot)?;
+        dinfer.process(&slot, &mut douts)?;
+        dpost.process(&douts, &lb, &mut ddets)?;
+        if i >= warm {
+            e2e_us.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    for i in 0..warm + n {
+        let f = &pinned[i % pinned.len()];
+        let t = Instant::now();
+        let lb = dpre.process(Source::Pinned(f), &mut slot)?;
+        dpre.preprocessor().synchronize()?;
+        let t1 = Instant::now();
+        dinfer.process(&slot, &mut douts)?;
+        let t2 = Instant::now();
+        dpost.process(&douts, &lb, &mut ddets)?;
+        let t3 = Instant::now();
+        dinfer.session().launch()?;
+        dinfer.session().synchronize()?;
+        if i >= warm {
+            pre_us.push((t1 - t).as_secs_f64() * 1e6);
+            inf_us.push((t2 - t1).as_secs_f64() * 1e6);
+            post_us.push((t3 - t2).as_secs_f64() * 1e6);
+            replay_us.push(t3.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    println!(
+        "serial device-resident e2e p50 {:.3} ms (pre {:.3} + infer {:.3} + post {:.3}; graph replay alone {:.3})",
+        p50(&e2e_us) / 1e3,
+        p50(&pre_us) / 1e3,
+        p50(&inf_us) / 1e3,
+        p50(&post_us) / 1e3,
+        p50(&replay_us) / 1e3
+    );
+    out["serial_resident"] = json!({ "e2e_us": stats_us(e2e_us), "pre_us": stats_us(pre_us),
+        "infer_us": stats_us(inf_us), "post_us": stats_us(post_us), "graph_replay_us": stats_us(replay_us),
+        "capture_ms": dinfer.session().capture_ms() });
+
+    // --- serial e2e with host tensors: CPU letterbox, graph session run (H2D + replay + D2H), CPU post.
+    {
+        let (mut e, mut inf) = (vec![], vec![]);
+        let mut dets = Vec::new();
+        for i in 0..warm + n {
+            let t = Instant::now();
+            let lb = cpu_pre.preprocess(frames[i % frames.len()].as_ref(), &mut input)?;
+            let t1 = Instant::now();
+            let o = graph_host.run(&[TensorRef::new(&spec.shape, &input)])?;
+            let t2 = Instant::now();
+            let views: Vec<TensorView<'_>> = o.iter().map(|t| TensorView { shape: &t.shape, data: &t.data }).collect();
+            post.post.process(&views, &lb, &mut dets)?;
+            if i >= warm {
+                e.push(t.elapsed().as_secs_f64() * 1e6);
+                inf.push((t2 - t1).as_secs_f64() * 1e6);
+            }
+        }
+        println!("serial host tensors + graph: e2e p50 {:.3} ms, infer {:.3} ms", p50(&e) / 1e3, p50(&inf) / 1e3);
+        out["serial_graph_host"] = json!({ "e2e_us": stats_us(e), "infer_us": stats_us(inf) });
+    }
+    drop(graph_host);
+
+    // --- where the GPU time goes, per op class.
+    let prof = dinfer.session_mut().profile(profile_runs)?;
+    println!(
+        "GPU time per run (ops back to back): {:.3} ms; host enqueue without a graph {:.3} ms",
+        prof.total_us / 1e3,
+        prof.enqueue_us / 1e3
+    );
+    for c in &prof.classes {
+        println!("  {:<40} {:>4} nodes {:>8.1} us {:>5.1}%", c.class, c.nodes, c.us, 100.0 * c.us / prof.total_us);
+    }
+    out["ops"] = json!({
+        "total_us": prof.total_us, "enqueue_us": prof.enqueue_us,
+        "classes": prof.classes.iter().map(|c| json!({"class": c.class, "nodes": c.nodes, "us": c.us})).collect::<Vec<_>>(),
+        "ops": prof.ops.iter().take(25).map(|(o, k, us)| json!({"op": o, "count": k, "us": us})).collect::<Vec<_>>(),
+    });
+    drop((dpre, dinfer, dpost));
+
+    // --- pipelined, device-resident, 1/2/4/8 graph replicas.
+    let mut runs = Vec::new();
+    for &r in &counts {
+        let side = r.div_ceil(4);
+        let live = 4 * r + 16;
+        let (inputs, outputs, dets) = (
+            Pool::new(live, live, DeviceInput::empty),
+            Pool::new(live, live, DeviceOutputs::empty),
+            spec.detections.clone(),
+        );
+        let (pre_cfg, e2, dec, pc) = (spec.pre, Arc::clone(&engine), spec.decoder.clone(), spec.post);
+        let src: Vec<Arc<PinnedFrame>> = (0..n).map(|i| Arc::clone(&pinned[i % pinned.len()])).collect();
+        let mut pipeline = Pipeline::<Arc<PinnedFrame>>::builder()
+            .source(SourceConfig::new("decode"), IterSource(src.into_iter()))
+            .stage(StageConfig::new("pre").replicas(side), move |_: &StageContext| {
+                Ok::<_, StageError>(RPre { w: DevicePre::new(pre_cfg)?, pool: inputs.clone() })
+            })
+            .stage(StageConfig::new("infer").replicas(r), move |_: &StageContext| {
+                Ok::<_, StageError>(RInfer { w: DeviceInfer::new(e2.as_ref())?, pool: outputs.clone() })
+            })
+            .stage(StageConfig::new("post").replicas(side), move |_: &StageContext| {
+                Ok::<_, StageError>(RPost { w: DevicePost::new(dec.clone(), pc)?, pool: dets.clone() })
+            })
+            .build()?;
+        let mut errors = 0u64;
+        let mut first_error = None;
+        while let Some(o) = pipeline.recv() {
+            if let Err(e) = o.result() {
+                errors += 1;
+                first_error.get_or_insert_with(|| format!("{e}"));
+            }
+        }
+        let report = pipeline.close()?;
+        let stage_us = |name: &str| report.stages.iter().find(|s| s.name == name).map(|s| s.service_us.clone());
+        println!(
+            "pipelined resident x{r}: {:.1} fps, p50 {:.3} ms, p99 {:.3} ms, {} processed, {} errors, {} reordered{}",
+            report.throughput_fps,
+            report.latency_us.p50 / 1e3,
+            report.latency_us.p99 / 1e3,
+            report.processed,
+            errors,
+            report.reordered,
+            first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+        );
+        runs.push(
+            json!({ "replicas": r, "pre_replicas": side, "post_replicas": side, "throughput_fps": report.throughput_fps,
+            "bound_fps": report.bound_fps, "latency_us": report.latency_us, "processed": report.processed,
+            "errored": errors, "reordered": report.reordered, "pre_us": stage_us("pre"), "infer_us": stage_us("infer"),
+            "post_us": stage_us("post") }),
+        );
+    }
+    out["pipelined_resident"] = Value::Array(runs);
+    Ok(out)
 }

@@ -33,8 +33,8 @@ pub enum CudaError {
         message: String,
     },
 
-    /// NVRTC refused the letterbox kernel (a bug: the source is fixed).
-    #[error("NVRTC could not compile the letterbox kernel: {log}")]
+    /// NVRTC refused one of our kernels (a bug: the sources are fixed).
+    #[error("NVRTC could not compile framepipe's kernel: {log}")]
     Compile {
         /// NVRTC's log.
         log: String,
@@ -51,6 +51,14 @@ pub enum CudaError {
         what: &'static str,
         /// Its size.
         detail: String,
+    },
+
+    /// The device-resident path was asked for something it does not do (an engine without CUDA
+    /// graph sessions, an empty or mis-sized buffer).
+    #[error("not supported on the device-resident path: {what}")]
+    Unsupported {
+        /// What was asked.
+        what: String,
     },
 
     /// A memory measurement could not be made (a child process failed).

@@ -10,6 +10,10 @@
 //!   frame uploaded from pinned host memory, with exactly the geometry and arithmetic of
 //!   [`framepipe_vision::Preprocessor`]. It can write into a host slice (today's engines take host
 //!   tensors) or straight into a device buffer (a model's device input).
+//! - [`resident`]: device-resident frames through pre → infer → post: the letterbox writes into
+//!   a device input, the infer worker replays a tract-cuda CUDA graph
+//!   ([`framepipe_infer::CudaGraphSession`]), the post worker filters by score on the GPU and brings
+//!   back only the survivors.
 //! - [`memory`]: the device memory of N replicas sharing one tract-cuda engine, against N
 //!   independent loads.
 //!
@@ -21,7 +25,9 @@ pub mod driver;
 mod error;
 pub mod letterbox;
 pub mod memory;
+pub mod resident;
 
 pub use driver::{check_driver, DeviceInfo, MemInfo};
 pub use error::CudaError;
-pub use letterbox::GpuPreprocessor;
+pub use letterbox::{GpuPreprocessor, PinnedFrame};
+pub use resident::{DeviceInfer, DeviceInput, DeviceOutputs, DevicePost, DevicePre, Source};

@@ -101,6 +101,27 @@ impl Postprocessor {
         Ok(())
     }
 
+    /// The end of [`Postprocessor::process`] for candidates decoded elsewhere (e.g. filtered by
+    /// score on a GPU): `candidates` must be what [`Decoder::decode`] would have produced, in its
+    /// order (anchor order) and with its threshold, for the result to be the same. They are taken
+    /// (the vector is left empty, its capacity kept); NMS (or top-k), mapping and clipping follow.
+    pub fn process_decoded(
+        &mut self,
+        candidates: &mut Vec<Detection>,
+        letterbox: &LetterboxParams,
+        out: &mut Vec<Detection>,
+    ) {
+        std::mem::swap(&mut self.candidates, candidates);
+        candidates.clear();
+        if self.decoder.needs_nms() {
+            self.nms.keep_indices(&self.candidates, &mut self.keep);
+        } else {
+            self.nms.top_k_indices(&self.candidates, &mut self.keep);
+        }
+        out.clear();
+        out.extend(self.keep.iter().map(|&i| letterbox.map_detection_to_frame(&self.candidates[i])));
+    }
+
     /// Like [`Postprocessor::process`] but leaves the detections in
     /// model-input coordinates (no mapping, no clipping).
     pub fn process_input_coords(
@@ -124,5 +145,50 @@ impl Postprocessor {
             self.nms.top_k_indices(&self.candidates, &mut self.keep);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::letterbox::PreprocessConfig;
+
+    /// Candidates decoded outside (as a GPU filter hands them over) give exactly what `process`
+    /// gives on the raw output, and the vector handed in comes back empty.
+    #[test]
+    fn process_decoded_matches_process() {
+        let (nc, n) = (3usize, 400usize);
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % 10_000) as f32 / 10_000.0
+        };
+        let mut data = vec![0f32; (4 + nc) * n];
+        for i in 0..n {
+            data[i] = 40.0 + 560.0 * next();
+            data[n + i] = 40.0 + 560.0 * next();
+            data[2 * n + i] = 10.0 + 80.0 * next();
+            data[3 * n + i] = 10.0 + 80.0 * next();
+            for c in 0..nc {
+                data[(4 + c) * n + i] = next();
+            }
+        }
+        let shape = [1, 4 + nc, n];
+        let view = TensorView { shape: &shape, data: &data };
+        let decoder = Decoder::YoloV8 { num_classes: nc, transposed: false };
+        let config = PostprocessConfig { conf_threshold: 0.6, nms: NmsConfig::default() };
+        let letterbox = LetterboxParams::compute(1280, 720, &PreprocessConfig::new(640, 640)).unwrap();
+        let mut post = Postprocessor::new(decoder.clone(), config).unwrap();
+        let mut expected = Vec::new();
+        post.process(&[view], &letterbox, &mut expected).unwrap();
+        assert!(expected.len() > 5, "the test needs detections, got {}", expected.len());
+        let mut candidates = Vec::new();
+        decoder.decode(&[view], config.conf_threshold, &mut DecodeScratch::new(), &mut candidates).unwrap();
+        let mut got = Vec::new();
+        post.process_decoded(&mut candidates, &letterbox, &mut got);
+        assert_eq!(got, expected);
+        assert!(candidates.is_empty());
     }
 }
