@@ -11,13 +11,14 @@
 //! - **Kernel cache.** tract-cuda compiles its kernels with NVRTC the first time a machine uses them
 //!   (about 45 s) and caches the cubins under `~/.cache/tract`. [`warm_up`] does it when the engine
 //!   is built and reports its progress, so that it never shows up as a 45 s first frame.
-//! - **Plan.** decluttered model → *(GPU rewrites: the place for the follow-up's MaxPool rewrite)* →
-//!   `CudaTransform` → `optimize` → plan with tract-gpu's device arena (`DeviceTurnHandler`), the
-//!   same steps as tract-cuda's own runtime, done here so that later rewrites (output syncs, device
-//!   inputs, CUDA graphs) can be slotted in. In tract-cuda 0.23.9 MaxPool has no CUDA kernel: it
-//!   runs on the CPU, with a device → host → device round trip (correct, about 1 ms slower).
-//! - **Inputs and outputs** are host tensors: tract uploads the input and downloads the outputs at
-//!   every run.
+//! - **Plan.** decluttered model → our MaxPool rewrite ([`crate::passes`], so that YOLO's SPPF
+//!   stays on the GPU) → `CudaTransform` → `optimize` → (with CUDA graphs) the outputs' host syncs
+//!   detached → plan with tract-gpu's device arena (`DeviceTurnHandler`).
+//! - **Runs.** With [`EngineOptions::cuda_graph`] (the default) every session is a
+//!   [`CudaGraphSession`](crate::CudaGraphSession): one run captured as a CUDA graph on the
+//!   session's thread at start-up and replayed per frame, with a device-resident input and outputs
+//!   (see `cuda_graph`). With `cuda_graph = false` (`--no-cuda-graph`), tract's plain `state.run`,
+//!   which takes host tensors and dispatches every kernel from the host.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
