@@ -135,29 +135,6 @@ mod tests {
         }
     }
 
-    fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
-        use pb::tensor_shape_proto::{dimension, Dimension};
-        pb::ValueInfoProto {
-            name: name.into(),
-            r#type: Some(pb::TypeProto {
-                denotation: String::new(),
-                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: pb::tensor_proto::DataType::Float as i32,
-                    shape: Some(pb::TensorShapeProto {
-                        dim: dims
-                            .iter()
-                            .map(|d| Dimension {
-                                denotation: String::new(),
-                                value: Some(dimension::Value::DimValue(*d)),
-                            })
-                            .collect(),
-                    }),
-                })),
-            }),
-            doc_string: String::new(),
-        }
-    }
-
     /// `x [1,C,H,W]` → SPPF-like chain of MaxPools (`kernel`, `strides`, `pads` each), every
     /// pool's output concatenated on channels, as the model output.
     fn pools_model(c: i64, h: i64, w: i64, pools: &[([i64; 2], [i64; 2], [i64; 4])]) -> TypedModel {
@@ -203,7 +180,7 @@ mod tests {
         let graph = pb::GraphProto {
             name: "pools".into(),
             node: nodes,
-            input: vec![value_info("x", &[1, c, h, w])],
+            input: vec![crate::testing::f32_value_info("x", &[1, c, h, w])],
             output: outputs.iter().map(|o| pb::ValueInfoProto { name: o.clone(), ..Default::default() }).collect(),
             ..Default::default()
         };

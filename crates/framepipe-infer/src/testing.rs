@@ -46,7 +46,7 @@ pub fn affine_model(n: usize, a: f32, b: f32) -> Vec<u8> {
     model.encode_to_vec()
 }
 
-fn f32_value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+pub(crate) fn f32_value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
     use pb::tensor_shape_proto::{dimension, Dimension};
     pb::ValueInfoProto {
         name: name.into(),
