@@ -522,11 +522,8 @@ fn bench(args: &Args) -> Res<Value> {
     let counts = args.list("--replicas", "1,2,4,8")?;
     let n: usize = args.opt("--frames").map_or(Ok(600), |s| s.parse())?;
     let gpu_pre = args.flag("--gpu-pre");
-    let size = args.opt("--size").unwrap_or_else(|| "1280x720".into());
-    let (w, h) = size
-        .split_once('x')
-        .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
-        .ok_or("--size: expected WxH")?;
+    let (w, h) = size_arg(args, "1280x720")?;
+    let size = format!("{w}x{h}");
     let modes = args.opt("--modes").unwrap_or_else(|| "serial,pipelined,pool".into());
     let t0 = Instant::now();
     // `--engine ort|tract` runs the same stages on the CPU engines, for the CPU figures of the GPU
@@ -866,7 +863,7 @@ fn e2e(args: &Args) -> Res<Value> {
             }
         }
         let report = pipeline.close()?;
-        let stage_us = |name: &str| report.stages.iter().find(|s| s.name == name).map(|s| s.service_us.clone());
+        let stage_us = |name: &str| report.stages.iter().find(|s| s.name == name).map(|s| s.service_us);
         println!(
             "pipelined resident x{r}: {:.1} fps, p50 {:.3} ms, p99 {:.3} ms, {} processed, {} errors, {} reordered{}",
             report.throughput_fps,

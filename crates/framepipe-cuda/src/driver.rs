@@ -152,3 +152,32 @@ pub fn mem_info() -> Result<MemInfo, CudaError> {
     let (free, total) = ctx.mem_get_info().map_err(|e| CudaError::driver("read the device memory", e))?;
     Ok(MemInfo { free, total })
 }
+
+/// One kernel source compiled to PTX by NVRTC once per process (`cache` holds the result, success
+/// or failure), for the letterbox and the score filter: [`CudaError::MissingLibrary`] without
+/// NVRTC, [`CudaError::Compile`] with NVRTC's log if it refuses the source.
+pub(crate) fn compiled_ptx(
+    cache: &'static OnceLock<Result<String, String>>,
+    source: &str,
+    options: cudarc::nvrtc::CompileOptions,
+) -> Result<cudarc::nvrtc::Ptx, CudaError> {
+    let src = cache.get_or_init(|| {
+        if !nvrtc_present() {
+            return Err(String::new());
+        }
+        match cudarc::nvrtc::compile_ptx_with_opts(source, options) {
+            Ok(ptx) => Ok(ptx.to_src()),
+            Err(cudarc::nvrtc::CompileError::CompileError { log, .. }) => Err(log.to_string_lossy().into_owned()),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    });
+    match src {
+        Ok(s) => Ok(cudarc::nvrtc::Ptx::from_src(s.clone())),
+        Err(log) if log.is_empty() => Err(CudaError::MissingLibrary {
+            library: "nvrtc",
+            hint: "libnvrtc.so (CUDA 13) is needed to build framepipe's GPU kernels (letterbox, score filter); add \
+                   the CUDA toolkit's lib directory to LD_LIBRARY_PATH",
+        }),
+        Err(log) => Err(CudaError::Compile { log: log.clone() }),
+    }
+}

@@ -15,7 +15,7 @@ use cudarc::driver::{
     result, sys, CudaFunction, CudaSlice, CudaStream, DevicePtrMut, DeviceRepr, LaunchConfig, PinnedHostSlice,
     PushKernelArg,
 };
-use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
+use cudarc::nvrtc::{CompileOptions, Ptx};
 use framepipe_vision::frame::validate_layout;
 use framepipe_vision::{ChannelOrder, FrameRef, LetterboxParams, PixelFormat, PreprocessConfig, VisionError};
 
@@ -115,33 +115,15 @@ impl KernelArgs {
 /// The kernel's PTX, compiled once per process.
 fn ptx() -> Result<Ptx, CudaError> {
     static PTX: OnceLock<Result<String, String>> = OnceLock::new();
-    let src = PTX.get_or_init(|| {
-        if !driver::nvrtc_present() {
-            return Err(String::new());
-        }
-        let opts = CompileOptions {
-            // Bit-for-bit the CPU's arithmetic: no fused multiply-add, IEEE division, denormals kept.
-            fmad: Some(false),
-            prec_div: Some(true),
-            ftz: Some(false),
-            name: Some("framepipe_letterbox.cu".into()),
-            ..Default::default()
-        };
-        match cudarc::nvrtc::compile_ptx_with_opts(KERNEL_SOURCE, opts) {
-            Ok(ptx) => Ok(ptx.to_src()),
-            Err(CompileError::CompileError { log, .. }) => Err(log.to_string_lossy().into_owned()),
-            Err(e) => Err(format!("{e:?}")),
-        }
-    });
-    match src {
-        Ok(s) => Ok(Ptx::from_src(s.clone())),
-        Err(log) if log.is_empty() => Err(CudaError::MissingLibrary {
-            library: "nvrtc",
-            hint: "libnvrtc.so (CUDA 13) is needed to build the letterbox kernel; add the CUDA toolkit's lib \
-                   directory to LD_LIBRARY_PATH",
-        }),
-        Err(log) => Err(CudaError::Compile { log: log.clone() }),
-    }
+    let opts = CompileOptions {
+        // Bit-for-bit the CPU's arithmetic: no fused multiply-add, IEEE division, denormals kept.
+        fmad: Some(false),
+        prec_div: Some(true),
+        ftz: Some(false),
+        name: Some("framepipe_letterbox.cu".into()),
+        ..Default::default()
+    };
+    driver::compiled_ptx(&PTX, KERNEL_SOURCE, opts)
 }
 
 /// Fused letterbox + normalisation + HWC→CHW on the GPU, for one replica (it owns its buffers and

@@ -410,19 +410,6 @@ impl DevicePost {
 /// The filter kernel's PTX, compiled once per process.
 fn filter_ptx() -> Result<cudarc::nvrtc::Ptx, CudaError> {
     static PTX: OnceLock<Result<String, String>> = OnceLock::new();
-    let src = PTX.get_or_init(|| {
-        if !driver::nvrtc_present() {
-            return Err(String::new());
-        }
-        cudarc::nvrtc::compile_ptx(include_str!("filter.cu")).map(|p| p.to_src()).map_err(|e| format!("{e:?}"))
-    });
-    match src {
-        Ok(s) => Ok(cudarc::nvrtc::Ptx::from_src(s.clone())),
-        Err(log) if log.is_empty() => Err(CudaError::MissingLibrary {
-            library: "nvrtc",
-            hint: "libnvrtc.so (CUDA 13) is needed to build the filter kernel; add the CUDA toolkit's lib directory \
-                   to LD_LIBRARY_PATH",
-        }),
-        Err(log) => Err(CudaError::Compile { log: log.clone() }),
-    }
+    let opts = cudarc::nvrtc::CompileOptions { name: Some("framepipe_filter.cu".into()), ..Default::default() };
+    driver::compiled_ptx(&PTX, include_str!("filter.cu"), opts)
 }
