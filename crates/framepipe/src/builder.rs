@@ -416,19 +416,19 @@ impl<In: Send + 'static, Out: Send + 'static> PipelineBuilder<In, Out> {
             })
             .collect();
         let branch_metrics: Vec<BranchMetrics> = plan.branches.clone();
-        let jit = self.sources.len() == 1 && self.admission == Admission::Block;
+        // Just-in-time release needs a blocking entrance (a policy that drops frames is for sources
+        // that cannot wait) and sources that can wait for their turn (not paced by a camera).
+        let jit = !self.sources.is_empty()
+            && self.admission == Admission::Block
+            && self.sources.iter().all(|s| s.config.pace == Pace::JustInTime);
         let mut notices = plan.notices.clone();
         let release = match self.sources.as_slice() {
             [] => "input",
-            [one] => match one.config.pace {
-                Pace::JustInTime if jit => "just-in-time",
-                Pace::JustInTime | Pace::Free => "free",
-                Pace::Period(_) => "paced",
-            },
+            _ if jit => "just-in-time",
             many => {
-                if many.iter().any(|s| s.config.pace == Pace::JustInTime) {
+                if many.len() > 1 && many.iter().any(|s| s.config.pace == Pace::JustInTime) {
                     notices.push(format!(
-                        "just-in-time release needs a single source: the {} sources run free, served round-robin at the entrance",
+                        "just-in-time release needs every source unpaced and a blocking entrance: the {} sources run free, served round-robin at the entrance",
                         many.len()
                     ));
                 }
@@ -441,6 +441,7 @@ impl<In: Send + 'static, Out: Send + 'static> PipelineBuilder<In, Out> {
         };
         let flow = crate::flow::Flow::new(
             plan.stages.iter().map(|p| (p.spec.replicas, p.preds.clone(), p.extra_hops)).collect(),
+            self.sources.len(),
         );
         let metrics = Arc::new(Metrics::new(
             self.admission,

@@ -15,8 +15,16 @@
 //! latest of those "slot minus travel" times. At steady state frames arrive at each stage as a
 //! replica frees up: throughput stays at the bound, and latency stays near the sum of the stages.
 //! The prediction uses averages, so jitter costs a little of either; the report shows both.
+//!
+//! Several sources (one per stream) share one release schedule: the release times are computed for
+//! the pipeline as a whole, and each release goes to the next waiting source in round-robin order
+//! after the one that had the last, so that no stream takes another's slots (fairness as in the
+//! entrance's round-robin) and no source reads a frame that would then wait for its turn. A source
+//! that is still reading, or has ended, is not waiting and is passed over: a slow or finished
+//! stream does not hold the others back.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// What the source assumes one queue hop costs when it predicts arrival times.
@@ -39,11 +47,26 @@ pub(crate) struct Flow {
     /// join thread).
     preds: Vec<(Vec<usize>, u64)>,
     finished: AtomicU64,
+    /// The release schedule shared by the just-in-time sources.
+    gate: Mutex<Gate>,
+    turn: Condvar,
+}
+
+/// Whose turn it is, and the schedule the turns follow.
+struct Gate {
+    release: Release,
+    /// Per source: waiting for a release now.
+    waiting: Vec<bool>,
+    /// Per source: moving average of its read time, ns.
+    read_ns: Vec<u64>,
+    /// The source that had the last release.
+    last: usize,
 }
 
 impl Flow {
     /// `stages[k] = (replicas, predecessors, extra hops before k)`; predecessors have lower indices.
-    pub(crate) fn new(stages: Vec<(usize, Vec<usize>, u64)>) -> Self {
+    /// `sources` is how many sources are released just in time.
+    pub(crate) fn new(stages: Vec<(usize, Vec<usize>, u64)>, sources: usize) -> Self {
         let mut flows = Vec::with_capacity(stages.len());
         let mut preds = Vec::with_capacity(stages.len());
         for (n, p, extra) in stages {
@@ -54,7 +77,76 @@ impl Flow {
             });
             preds.push((p, extra));
         }
-        Flow { epoch: Instant::now(), stages: flows, preds, finished: AtomicU64::new(0) }
+        let release = Release::new(&flows);
+        let sources = sources.max(1);
+        Flow {
+            epoch: Instant::now(),
+            stages: flows,
+            preds,
+            finished: AtomicU64::new(0),
+            gate: Mutex::new(Gate {
+                release,
+                waiting: vec![false; sources],
+                read_ns: vec![0; sources],
+                // So that source 0 has the first turn.
+                last: sources - 1,
+            }),
+            turn: Condvar::new(),
+        }
+    }
+
+    fn gate(&self) -> MutexGuard<'_, Gate> {
+        // The gate's state is a few counters, consistent after any panic.
+        self.gate.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Source `me` took `ns` to read a frame.
+    pub(crate) fn record_source(&self, me: usize, ns: u64) {
+        let mut g = self.gate();
+        let old = g.read_ns[me];
+        g.read_ns[me] = ewma(old, ns);
+    }
+
+    /// A release that brought no frame in (the source ended, or the entrance closed): it is taken
+    /// back, so the schedule does not wait for a frame that never comes.
+    pub(crate) fn unrelease(&self) {
+        let mut g = self.gate();
+        g.release.released = g.release.released.saturating_sub(1);
+    }
+
+    /// Source `me` waits until it should read its next frame: its turn in the round-robin among the
+    /// waiting sources has come and the schedule says the frame can flow through without waiting.
+    /// Returns `false` early (without counting a release) once `stop()` turns true.
+    pub(crate) fn wait_turn(&self, me: usize, stop: impl Fn() -> bool) -> bool {
+        let mut g = self.gate();
+        g.waiting[me] = true;
+        loop {
+            if stop() {
+                g.waiting[me] = false;
+                return false;
+            }
+            let n = g.waiting.len();
+            let chosen = (1..=n).map(|d| (g.last + d) % n).find(|&i| g.waiting[i]).unwrap_or(me);
+            let pause = if chosen == me {
+                let now = self.ns(Instant::now());
+                let read_ns = g.read_ns[me];
+                match g.release.release_at(self, now, read_ns) {
+                    Some(at) if at <= now + 50_000 => break,
+                    Some(at) => Duration::from_nanos((at - now - 40_000).min(2_000_000)),
+                    None => Duration::from_micros(50),
+                }
+            } else {
+                // Woken when the chosen source takes its release; the timeout re-checks `stop`.
+                Duration::from_millis(2)
+            };
+            g = self.turn.wait_timeout(g, pause).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        g.waiting[me] = false;
+        g.last = me;
+        g.release.released += 1;
+        drop(g);
+        self.turn.notify_all();
+        true
     }
 
     /// A frame left the pipeline's last node (it will not occupy any stage again).
@@ -82,41 +174,36 @@ impl Flow {
         s.busy_since[r].store(0, Ordering::Relaxed);
         if let Some(ns) = service {
             // A racy read-modify-write between replicas loses at worst one sample of an average.
-            let old = s.ewma_ns.load(Ordering::Relaxed);
-            let new = if old == 0 { ns.max(1) } else { (old - old / 8 + ns / 8).max(1) };
-            s.ewma_ns.store(new, Ordering::Relaxed);
+            s.ewma_ns.store(ewma(s.ewma_ns.load(Ordering::Relaxed), ns), Ordering::Relaxed);
         }
     }
 }
 
-/// The source's side: decides when to read the next frame.
-pub(crate) struct Release {
+/// A moving average over about 8 samples (the first sample starts it).
+fn ewma(old: u64, ns: u64) -> u64 {
+    if old == 0 {
+        ns.max(1)
+    } else {
+        (old - old / 8 + ns / 8).max(1)
+    }
+}
+
+/// The schedule: decides when the next frame should be read. Its buffers are sized once.
+struct Release {
     released: u64,
-    source_ewma_ns: u64,
     free: Vec<u64>,
     travel: Vec<u64>,
 }
 
 impl Release {
-    pub(crate) fn new(flow: &Flow) -> Self {
-        let max_replicas = flow.stages.iter().map(|s| s.busy_since.len()).max().unwrap_or(1);
-        Release {
-            released: 0,
-            source_ewma_ns: 0,
-            free: Vec::with_capacity(max_replicas),
-            travel: Vec::with_capacity(flow.stages.len()),
-        }
+    fn new(stages: &[StageFlow]) -> Self {
+        let max_replicas = stages.iter().map(|s| s.busy_since.len()).max().unwrap_or(1);
+        Release { released: 0, free: Vec::with_capacity(max_replicas), travel: Vec::with_capacity(stages.len()) }
     }
 
-    /// The source took `ns` to read a frame.
-    pub(crate) fn record_source(&mut self, ns: u64) {
-        let old = self.source_ewma_ns;
-        self.source_ewma_ns = if old == 0 { ns.max(1) } else { (old - old / 8 + ns / 8).max(1) };
-    }
-
-    /// When frame `released` should be read, in nanoseconds since the epoch; `None` while warming up
-    /// and the previous frame is still inside.
-    fn release_at(&mut self, flow: &Flow, now: u64) -> Option<u64> {
+    /// When frame `released` should be read by a source whose reads take `read_ns`, in nanoseconds
+    /// since the epoch; `None` while warming up and the previous frame is still inside.
+    fn release_at(&mut self, flow: &Flow, now: u64, read_ns: u64) -> Option<u64> {
         if flow.stages.iter().any(|s| s.ewma_ns.load(Ordering::Relaxed) == 0) {
             // Warm-up: one frame at a time until every stage has a service time.
             let done = flow.finished.load(Ordering::Relaxed);
@@ -133,7 +220,7 @@ impl Release {
                     .iter()
                     .map(|&p| self.travel[p] + flow.stages[p].ewma_ns.load(Ordering::Relaxed) + HOP_NS)
                     .max()
-                    .unwrap_or(self.source_ewma_ns + HOP_NS);
+                    .unwrap_or(read_ns + HOP_NS);
             self.travel.push(travel);
             self.free.clear();
             for b in &s.busy_since {
@@ -150,22 +237,6 @@ impl Release {
             at = at.max(slot.saturating_sub(travel));
         }
         Some(at)
-    }
-
-    /// Waits until the next frame should be read (or `stop()` turns true), then counts it released.
-    pub(crate) fn wait(&mut self, flow: &Flow, stop: impl Fn() -> bool) {
-        loop {
-            if stop() {
-                return;
-            }
-            let now = flow.ns(Instant::now());
-            match self.release_at(flow, now) {
-                Some(at) if at <= now + 50_000 => break,
-                Some(at) => std::thread::sleep(Duration::from_nanos((at - now - 40_000).min(2_000_000))),
-                None => std::thread::sleep(Duration::from_micros(50)),
-            }
-        }
-        self.released += 1;
     }
 }
 

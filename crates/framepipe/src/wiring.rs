@@ -359,10 +359,9 @@ pub(crate) fn run_source<S: Source>(mut source: S, ctx: SourceCtx<S::Item>) {
     let mut start = Instant::now();
     let mut n: u32 = 0;
     let jit = metrics.release == "just-in-time";
-    let mut release = crate::flow::Release::new(&metrics.flow);
     while !input.is_closed() {
-        if jit {
-            release.wait(&metrics.flow, || input.is_closed());
+        if jit && !metrics.flow.wait_turn(index, || input.is_closed()) {
+            break;
         }
         if let Pace::Period(p) = config.pace {
             let due = start + p * n;
@@ -378,9 +377,13 @@ pub(crate) fn run_source<S: Source>(mut source: S, ctx: SourceCtx<S::Item>) {
         let next = source.next();
         let t1 = Instant::now();
         let ns = t1.duration_since(t0).as_nanos() as u64;
-        release.record_source(ns);
-        match next {
-            None => break,
+        if jit && next.is_some() {
+            metrics.flow.record_source(index, ns);
+        }
+        // Whether the frame (or its error) got in; a just-in-time release that brought nothing in is
+        // taken back.
+        let entered = match next {
+            None => false,
             Some(Ok(item)) => {
                 {
                     let mut st = stats.replica(0);
@@ -388,16 +391,18 @@ pub(crate) fn run_source<S: Source>(mut source: S, ctx: SourceCtx<S::Item>) {
                     st.busy_ns += ns;
                     st.processed += 1;
                 }
-                if input.push_at(item, t1).is_err() {
-                    break;
-                }
+                input.push_at(item, t1).is_ok()
             }
             Some(Err(e)) => {
                 stats.replica(0).errored += 1;
-                if input.push_error(Box::new(e), t1).is_err() {
-                    break;
-                }
+                input.push_error(Box::new(e), t1).is_ok()
             }
+        };
+        if !entered {
+            if jit {
+                metrics.flow.unrelease();
+            }
+            break;
         }
         n = n.wrapping_add(1);
     }

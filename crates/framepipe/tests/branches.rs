@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{busy_for, within, Injected};
@@ -231,8 +232,87 @@ fn a_source_per_stream_each_ends_its_own_stream() {
         let r = p.close().unwrap();
         assert_eq!(n, 37);
         assert_eq!(r.streams.iter().map(|s| s.frames_out).collect::<Vec<_>>(), vec![30, 7]);
-        assert!(r.notices.iter().any(|m| m.contains("single source")), "{:?}", r.notices);
+        assert_eq!(r.release, "just-in-time");
+        assert!(r.notices.iter().all(|m| !m.contains("just-in-time")), "{:?}", r.notices);
+    });
+}
+
+/// A source that logs which stream read a frame, and when.
+struct Logged {
+    stream: u32,
+    left: u32,
+    log: Arc<Mutex<Vec<u32>>>,
+}
+
+impl framepipe::Source for Logged {
+    type Item = u32;
+    type Error = std::convert::Infallible;
+    fn next(&mut self) -> Option<Result<u32, Self::Error>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        self.log.lock().unwrap().push(self.stream);
+        Some(Ok(self.stream))
+    }
+}
+
+/// Three file-like sources (12, 4 and 12 frames) into one stage of `STAGE_US`: returns the order in
+/// which the streams read their frames, how long each frame waited between its read and the stage
+/// (µs, sorted), and the report.
+fn three_sources(pace: framepipe::Pace) -> (Vec<u32>, Vec<u64>, framepipe::Report) {
+    const STAGE_US: u64 = 3000;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut b = Pipeline::<u32>::builder();
+    for (stream, frames) in [(0u32, 12u32), (1, 4), (2, 12)] {
+        b = b.source(
+            framepipe::SourceConfig::new(format!("file{stream}")).stream(stream).pace(pace),
+            Logged { stream, left: frames, log: log.clone() },
+        );
+    }
+    let mut p = b
+        .stage_fn("slow", |s: u32| {
+            busy_for(STAGE_US);
+            Ok::<_, Injected>(s)
+        })
+        .build()
+        .unwrap();
+    let mut waits = Vec::new();
+    while let Some(e) = p.recv() {
+        waits.push(e.stamps()[0].enter_ns / 1000);
+    }
+    let r = p.close().unwrap();
+    waits.sort_unstable();
+    let log = log.lock().unwrap().clone();
+    (log, waits, r)
+}
+
+#[test]
+fn just_in_time_sources_take_turns_and_their_frames_do_not_wait() {
+    within(Duration::from_secs(60), || {
+        let (log, waits, r) = three_sources(framepipe::Pace::JustInTime);
+        assert_eq!(r.release, "just-in-time");
+        assert_eq!(r.streams.iter().map(|s| s.frames_out).collect::<Vec<_>>(), vec![12, 4, 12]);
+        assert_eq!(r.streams.iter().map(|s| s.dropped).sum::<u64>(), 0);
+        // Round-robin: at every point of the read order, the streams that still had frames have read
+        // within one frame of each other (stream 1 ends after 4).
+        let mut n = [0u32; 3];
+        for (i, s) in log.iter().enumerate() {
+            n[*s as usize] += 1;
+            let active: Vec<u32> = n.iter().enumerate().filter(|(k, _)| *k != 1 || n[1] < 4).map(|(_, c)| *c).collect();
+            let (lo, hi) = (active.iter().min().unwrap(), active.iter().max().unwrap());
+            assert!(hi - lo <= 1, "read {i}: streams unbalanced {n:?} in {log:?}");
+        }
+        // A frame is read when the stage can take it: the median wait between read and stage is a
+        // hop, far below the 3 ms the stage takes (three free sources would queue frames behind it).
+        let median = waits[waits.len() / 2];
+        assert!(median < 1500, "median wait {median} µs before the stage: {waits:?}");
+
+        // The same three sources run free: the frames wait behind the stage, as the median shows.
+        let (_, waits, r) = three_sources(framepipe::Pace::Free);
         assert_eq!(r.release, "free");
+        let median = waits[waits.len() / 2];
+        assert!(median >= 3000, "free sources: median wait {median} µs: {waits:?}");
     });
 }
 
