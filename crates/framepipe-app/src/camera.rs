@@ -524,7 +524,7 @@ impl From<Percentiles> for Summary {
 }
 
 impl Summary {
-    fn of(h: &Histogram<u64>) -> Option<Summary> {
+    pub(crate) fn of(h: &Histogram<u64>) -> Option<Summary> {
         (!h.is_empty()).then(|| Percentiles::of(h).into())
     }
 }
@@ -768,6 +768,64 @@ impl SourceMeta {
     }
 }
 
+/// Per stream (source) of a node: what came in and what came out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamReport {
+    /// The stream id: 0 for `source.uri`, `i + 1` for `source.extra[i]`.
+    pub id: u32,
+    /// The source.
+    pub source: SourceMeta,
+    /// How this stream ended (the node's stop, its source ending, or its source failing).
+    pub end: EndReason,
+    /// What failed, if its source failed.
+    pub error: Option<String>,
+    /// Reads offered at its entrance.
+    pub captured: u64,
+    /// Numbered and sent through the pipeline.
+    pub admitted: u64,
+    /// Dropped at its entrance by the admission policy.
+    pub dropped: u64,
+    /// Results delivered for it.
+    pub frames_out: u64,
+    /// Of those, processed (detections delivered).
+    pub processed: u64,
+    /// Of those, skipped for the deadline.
+    pub skipped: u64,
+    /// Of those, failed (stage errors and its source's errors).
+    pub errored: u64,
+    /// Delivered out of this stream's order (always 0).
+    pub reordered: u64,
+    /// Capture → result latency of its processed frames, µs.
+    pub latency_us: Summary,
+    /// Successful reconnections of its source.
+    pub reconnects: u64,
+}
+
+/// Per stream: what the node counted on delivery. Fixed size; recording allocates nothing.
+pub(crate) struct StreamTally {
+    pub(crate) latency: Histogram<u64>,
+    pub(crate) processed: u64,
+    pub(crate) skipped: u64,
+    pub(crate) errored: u64,
+}
+
+impl StreamTally {
+    pub(crate) fn new() -> Self {
+        StreamTally { latency: histogram(), processed: 0, skipped: 0, errored: 0 }
+    }
+
+    pub(crate) fn record(&mut self, latency: Duration, outcome: Outcome) {
+        match outcome {
+            Outcome::Processed => {
+                self.processed += 1;
+                self.latency.saturating_record((latency.as_nanos() as u64).max(1));
+            }
+            Outcome::Skipped => self.skipped += 1,
+            Outcome::Errored => self.errored += 1,
+        }
+    }
+}
+
 /// What the MJPEG view did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ViewReport {
@@ -790,8 +848,11 @@ pub struct ViewReport {
 /// many).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CameraReport {
-    /// The source.
+    /// The source (stream 0's, when there are several).
     pub source: SourceMeta,
+    /// Per stream, by id (one entry per source; the totals below are over every stream).
+    #[serde(default)]
+    pub streams: Vec<StreamReport>,
     /// The model file.
     pub model: String,
     /// The engine used.
@@ -907,6 +968,29 @@ impl CameraReport {
             self.captured, self.admitted, self.dropped, self.processed, self.skipped, self.errored, self.source_errors, self.lost
         );
         let _ = writeln!(s, "rates: camera {:.1} fps, processed {:.2} fps", self.camera_fps, self.processed_fps);
+        if self.streams.len() > 1 {
+            for t in &self.streams {
+                let _ = writeln!(
+                    s,
+                    "stream {} {} ({}x{}): {}{}; captured {} dropped {} out {} (processed {} skipped {} errored {}), reordered {}, latency ms p50 {:.1} p99 {:.1}",
+                    t.id,
+                    t.source.uri,
+                    t.source.width,
+                    t.source.height,
+                    t.end.name(),
+                    t.error.as_deref().map_or(String::new(), |e| format!(" ({e})")),
+                    t.captured,
+                    t.dropped,
+                    t.frames_out,
+                    t.processed,
+                    t.skipped,
+                    t.errored,
+                    t.reordered,
+                    ms(t.latency_us.p50),
+                    ms(t.latency_us.p99)
+                );
+            }
+        }
         let l = &self.latency_us;
         let _ = writeln!(
             s,

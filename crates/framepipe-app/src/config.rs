@@ -58,6 +58,10 @@ pub struct SourceSection {
     /// A V4L2 device (`/dev/video0` or `0`), a URL (`rtsp://`, `http://`, `tcp://`, …), a GStreamer
     /// pipeline ending in `appsink`, or a video file. Default `/dev/video0`.
     pub uri: String,
+    /// More sources, one stream each: `uri` is stream 0, `extra[i]` is stream `i + 1` (default none).
+    /// They share one pipeline (weights loaded once, inference replicas shared, round-robin
+    /// admission) and every other source setting.
+    pub extra: Vec<String>,
     /// For a file: read it at its frame rate, like a camera (default false: as fast as it decodes).
     pub realtime: bool,
     /// Stop after this many frames (default: no limit).
@@ -77,6 +81,7 @@ impl Default for SourceSection {
     fn default() -> Self {
         SourceSection {
             uri: "/dev/video0".into(),
+            extra: Vec::new(),
             realtime: false,
             max_frames: None,
             open_timeout_ms: 10_000,
@@ -270,8 +275,10 @@ fn bad(name: &str, reason: impl Into<String>) -> AppError {
 /// What a [`NodeConfig`] resolves to: typed, checked, with paths resolved.
 #[derive(Clone, Debug)]
 pub struct Resolved {
-    /// The source.
+    /// The source (stream 0).
     pub spec: SourceSpec,
+    /// More sources, streams 1, 2, … in order.
+    pub extra: Vec<SourceSpec>,
     /// Pace a file at its frame rate.
     pub realtime: bool,
     /// Frame limit.
@@ -343,8 +350,10 @@ impl NodeConfig {
     /// Makes relative paths (a file source, the model, the labels) relative to `base`.
     pub fn rebase(&mut self, base: &Path) {
         let fix = |p: &Path| if p.is_relative() { base.join(p) } else { p.to_path_buf() };
-        if let Ok(SourceSpec::File(p)) = self.source.uri.parse::<SourceSpec>() {
-            self.source.uri = fix(&p).display().to_string();
+        for uri in std::iter::once(&mut self.source.uri).chain(self.source.extra.iter_mut()) {
+            if let Ok(SourceSpec::File(p)) = uri.parse::<SourceSpec>() {
+                *uri = fix(&p).display().to_string();
+            }
         }
         self.model.path = self.model.path.as_deref().map(fix);
         self.model.labels = self.model.labels.as_deref().map(fix);
@@ -355,6 +364,14 @@ impl NodeConfig {
         let s = &self.source;
         let spec: SourceSpec =
             s.uri.parse().map_err(|e: framepipe_video::VideoError| bad("source.uri", e.to_string()))?;
+        let extra = s
+            .extra
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                u.parse().map_err(|e: framepipe_video::VideoError| bad(&format!("source.extra[{i}]"), e.to_string()))
+            })
+            .collect::<Result<Vec<SourceSpec>, AppError>>()?;
         let positive = |name: &str, ms: u64| {
             if ms == 0 {
                 Err(bad(name, "must be at least 1 ms"))
@@ -376,7 +393,8 @@ impl NodeConfig {
             backoff: positive("source.reconnect.backoff_ms", r.backoff_ms)?,
             max_backoff: positive("source.reconnect.max_backoff_ms", r.max_backoff_ms)?,
         };
-        if reconnect.attempts > 0 && !spec.is_live() {
+        // With several sources, reconnection applies to the live ones.
+        if reconnect.attempts > 0 && !std::iter::once(&spec).chain(&extra).any(|s| s.is_live()) {
             return Err(bad(
                 "source.reconnect.attempts",
                 "only a live source (camera, stream, pipeline) can be reconnected",
@@ -488,6 +506,7 @@ impl NodeConfig {
         }
         Ok(Resolved {
             spec,
+            extra,
             realtime: s.realtime,
             max_frames: s.max_frames,
             open,

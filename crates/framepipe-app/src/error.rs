@@ -59,6 +59,12 @@ pub enum AppError {
     },
 }
 
+impl From<framepipe_tune::ParseError> for AppError {
+    fn from(e: framepipe_tune::ParseError) -> Self {
+        AppError::Config { name: e.flag, reason: e.reason }
+    }
+}
+
 impl AppError {
     pub(crate) fn config(name: &str, reason: impl Into<String>) -> Self {
         AppError::Config { name: name.into(), reason: reason.into() }

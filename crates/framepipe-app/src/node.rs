@@ -34,10 +34,11 @@ use framepipe_vision::{Detection, Frame, Labels};
 use serde::Serialize;
 
 use crate::camera::{
-    CameraReport, CameraSource, CaptureOptions, CaptureShared, EndReason, LatencyStats, Outcome, SourceMeta, ViewReport,
+    CameraReport, CameraSource, CaptureOptions, CaptureShared, EndReason, LatencyStats, Outcome, SourceMeta,
+    StreamReport, StreamTally, Summary, ViewReport,
 };
 use crate::config::{NodeConfig, Resolved};
-use crate::stages::{build_pipeline, Detected, DetectionPipeline, PipelineOptions, Replicas};
+use crate::stages::{build_streams_pipeline, Detected, DetectionPipeline, PipelineOptions, Replicas};
 use crate::{AppError, DetectModel};
 
 /// How often the node looks at its stop flags, the duration and the stall watch while it waits.
@@ -115,6 +116,12 @@ impl NodeResult {
         self.meta.seq
     }
 
+    /// The stream (source) it came from: 0 for `source.uri`, `i + 1` for `source.extra[i]`. Results
+    /// come out in capture order within each stream.
+    pub fn stream(&self) -> u32 {
+        self.meta.stream
+    }
+
     /// When the frame was captured (read from the camera), on the monotonic clock.
     pub fn captured_at(&self) -> Instant {
         self.meta.captured_at
@@ -181,8 +188,10 @@ impl NodeResult {
 pub struct LiveStats {
     /// `running`, `reconnecting`, `stopping` or `ended`.
     pub state: &'static str,
-    /// The source.
+    /// The source (the first, when there are several).
     pub source: String,
+    /// How many sources (streams) feed the node.
+    pub streams: usize,
     /// The admission policy.
     pub admission: String,
     /// Seconds since start.
@@ -214,14 +223,18 @@ pub struct PerceptionNode {
     pipeline: Option<DetectionPipeline>,
     monitor: Monitor,
     stages: Arc<[String]>,
-    capture: Arc<CaptureShared>,
+    /// Per stream: its capture thread's shared state.
+    captures: Vec<Arc<CaptureShared>>,
     stop: Arc<AtomicBool>,
     signal: Arc<AtomicBool>,
     signal_ids: Vec<signal_hook::SigId>,
     stats: LatencyStats,
     view: Option<MjpegServer>,
     cfg: Resolved,
-    source: SourceMeta,
+    /// Per stream: the source as it announced itself.
+    sources: Vec<SourceMeta>,
+    /// Per stream: what its results were.
+    tallies: Vec<StreamTally>,
     model: String,
     engine: String,
     labels: Arc<Labels>,
@@ -239,7 +252,8 @@ pub struct PerceptionNode {
 
 impl std::fmt::Debug for PerceptionNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PerceptionNode").field("source", &self.source.uri).field("ended", &self.ended).finish()
+        let uris: Vec<&str> = self.sources.iter().map(|s| s.uri.as_str()).collect();
+        f.debug_struct("PerceptionNode").field("sources", &uris).field("ended", &self.ended).finish()
     }
 }
 
@@ -272,29 +286,38 @@ impl PerceptionNode {
         if cfg.serve.is_some() && popts.annotate.is_none() {
             popts.annotate = Some(None);
         }
-        let capture = CaptureShared::new();
-        let source = CameraSource::open(
-            CaptureOptions {
-                spec: cfg.spec.clone(),
-                open: cfg.open.clone(),
-                stall_timeout: cfg.stall_timeout,
-                reconnect: cfg.reconnect,
-                // What the pipeline holds, plus the frame being read, the one handed over and the one
-                // waiting to enter.
-                pool: pool_opts.live_frames() + 3,
-                max_frames: cfg.max_frames,
-                pin: popts.pins.decode.clone(),
-            },
-            capture.clone(),
-        )?;
-        let info = source.info().clone();
+        // One capture per source, each with its own reader thread and frame pool; stream i is
+        // `sources[i]`.
+        let mut captures = Vec::new();
+        let mut sources = Vec::new();
+        for spec in std::iter::once(&cfg.spec).chain(&cfg.extra) {
+            let capture = CaptureShared::new();
+            let source = CameraSource::open(
+                CaptureOptions {
+                    spec: spec.clone(),
+                    open: cfg.open.clone(),
+                    stall_timeout: cfg.stall_timeout,
+                    // Reconnection is for live sources; a file among several ends as a file does.
+                    reconnect: if spec.is_live() { cfg.reconnect } else { crate::config::Reconnect::NEVER },
+                    // What the pipeline holds, plus the frame being read, the one handed over and the
+                    // one waiting to enter.
+                    pool: pool_opts.live_frames() + 3,
+                    max_frames: cfg.max_frames,
+                    pin: popts.pins.decode.clone(),
+                },
+                capture.clone(),
+            )?;
+            captures.push(capture);
+            sources.push(source);
+        }
+        let info = sources[0].info().clone();
         let tuned = if cfg.tune {
             // Calibrate on blank frames of the source's size: a live source's frames are not
             // ours to spend, and its decode time is the camera's pace.
             let frames = crate::tune::blank_frames(info.width, info.height, crate::tune::CALIBRATION_FRAMES)?;
             let mopts = cfg.model.clone();
             let cores = framepipe::available_cores();
-            let device = crate::tune::Device::of(model.selection().kind);
+            let device = crate::tune::device_of(model.selection().kind);
             let threads = if reload {
                 crate::tune::thread_candidates(cores.len(), device, mopts.engine_options.intra_threads)
             } else {
@@ -304,22 +327,36 @@ impl PerceptionNode {
             let cal = crate::tune::calibrate_frames(model.clone(), &path, &mopts, &frames, 0.0, &threads)?;
             let (tuned, m) = crate::tune::finish(cal, cores, device)?;
             model = m;
-            tuned.plan.apply(&mut popts);
+            crate::tune::ApplyPlan::apply(&tuned.plan, &mut popts);
             // The capture thread is already running: it keeps the config's pin.
             popts.pins.decode = cfg.pipeline.pins.decode.clone();
             Some(tuned)
         } else {
             None
         };
-        popts.pace = if info.live {
-            // The read blocks at the camera's pace.
-            Pace::Free
-        } else if cfg.realtime {
-            Pace::fps(info.fps.unwrap_or(30.0))
-        } else {
-            Pace::JustInTime
+        let pace = |info: &framepipe_video::VideoInfo| {
+            if info.live {
+                // The read blocks at the camera's pace.
+                Pace::Free
+            } else if cfg.realtime {
+                Pace::fps(info.fps.unwrap_or(30.0))
+            } else {
+                Pace::JustInTime
+            }
         };
-        let meta = SourceMeta::new(&cfg.spec, &info, cfg.realtime && !info.live);
+        popts.pace = pace(&info);
+        let metas: Vec<SourceMeta> = std::iter::once(&cfg.spec)
+            .chain(&cfg.extra)
+            .zip(&sources)
+            .map(|(spec, src)| SourceMeta::new(spec, src.info(), cfg.realtime && !src.info().live))
+            .collect();
+        let paced: Vec<(CameraSource, Pace)> = sources
+            .into_iter()
+            .map(|src| {
+                let p = pace(src.info());
+                (src, p)
+            })
+            .collect();
         let view = match &cfg.serve {
             None => None,
             Some(o) => {
@@ -332,15 +369,20 @@ impl PerceptionNode {
                 )
             }
         };
-        let pipeline =
-            build_pipeline(model.clone(), source, &popts, Some((info.fps.unwrap_or(30.0), info.width, info.height)))?;
+        let pipeline = build_streams_pipeline(
+            model.clone(),
+            paced,
+            &popts,
+            Some((info.fps.unwrap_or(30.0), info.width, info.height)),
+        )?;
         let stages: Arc<[String]> = pipeline.stage_names().to_vec().into();
         let now = Instant::now();
         Ok(PerceptionNode {
             monitor: pipeline.monitor(),
             pipeline: Some(pipeline),
             stages,
-            capture,
+            tallies: metas.iter().map(|_| StreamTally::new()).collect(),
+            captures,
             stop: Arc::new(AtomicBool::new(false)),
             signal: Arc::new(AtomicBool::new(false)),
             signal_ids: Vec::new(),
@@ -349,7 +391,7 @@ impl PerceptionNode {
             model: model.path().display().to_string(),
             engine: model.selection().kind.to_string(),
             labels: model.labels().clone(),
-            source: meta,
+            sources: metas,
             cfg,
             started: now,
             started_wall: SystemTime::now(),
@@ -405,9 +447,14 @@ impl PerceptionNode {
         (&self.model, &self.engine)
     }
 
-    /// The source as it announced itself.
+    /// The source as it announced itself (stream 0's, when there are several).
     pub fn source(&self) -> &SourceMeta {
-        &self.source
+        &self.sources[0]
+    }
+
+    /// Every source as it announced itself, by stream id.
+    pub fn sources(&self) -> &[SourceMeta] {
+        &self.sources
     }
 
     /// The view's address, if serving.
@@ -474,7 +521,7 @@ impl PerceptionNode {
             return;
         }
         self.stopping = Some((why, Instant::now()));
-        self.capture.stop();
+        self.captures.iter().for_each(|c| c.stop());
         if let Some(p) = &self.pipeline {
             match why {
                 // Finish the frames inside normally.
@@ -511,9 +558,14 @@ impl PerceptionNode {
             Some(t) if t.is_skip() => Outcome::Skipped,
             Some(_) => Outcome::Errored,
         };
-        let camera_lag = frame.as_deref().and_then(|f| self.capture.lag_of(f));
+        let stream = meta.stream as usize;
+        let camera_lag = frame.as_deref().and_then(|f| self.captures.get(stream)?.lag_of(f));
         self.stats.record(meta.captured_at, delivered, outcome, camera_lag);
-        if let (Some(view), Some(f)) = (&self.view, frame.as_deref()) {
+        if let Some(t) = self.tallies.get_mut(stream) {
+            t.record(delivered.saturating_duration_since(meta.captured_at), outcome);
+        }
+        // The view shows stream 0.
+        if let (Some(view), Some(f), 0) = (&self.view, frame.as_deref(), stream) {
             view.publish(f.as_ref());
         }
         let captured_wall = match meta.captured_at.checked_duration_since(self.started) {
@@ -553,12 +605,13 @@ impl PerceptionNode {
                 "ended"
             } else if self.stopping.is_some() {
                 "stopping"
-            } else if self.capture.reconnecting() {
+            } else if self.captures.iter().any(|c| c.reconnecting()) {
                 "reconnecting"
             } else {
                 "running"
             },
-            source: self.source.uri.clone(),
+            source: self.sources[0].uri.clone(),
+            streams: self.sources.len(),
             admission: r.admission.to_string(),
             uptime_s: self.started.elapsed().as_secs_f64(),
             fps,
@@ -570,7 +623,7 @@ impl PerceptionNode {
             processed: r.processed,
             skipped: r.skipped,
             errored: r.errored,
-            reconnects: self.capture.reconnects(),
+            reconnects: self.captures.iter().map(|c| c.reconnects()).sum(),
         };
         if let Some(view) = &self.view {
             if let Ok(json) = serde_json::to_string(&self.live) {
@@ -609,12 +662,58 @@ impl PerceptionNode {
                 skipped: c.throttled + c.replaced,
             }
         });
-        let failure = self.capture.failure();
+        // Per stream: how its source ended. The node's end is the stop that was asked for, else the
+        // first failure, else every source ended.
+        let failures: Vec<Option<(EndReason, String)>> = self.captures.iter().map(|c| c.failure()).collect();
+        let failure = match failures.as_slice() {
+            [one] => one.clone(),
+            many => {
+                let failed: Vec<(usize, &(EndReason, String))> =
+                    many.iter().enumerate().filter_map(|(i, f)| Some((i, f.as_ref()?))).collect();
+                failed.first().map(|(_, (how, _))| {
+                    let text: Vec<String> = failed
+                        .iter()
+                        .map(|(i, (_, why))| format!("stream {i} ({}): {why}", self.sources[*i].uri))
+                        .collect();
+                    (*how, text.join("; "))
+                })
+            }
+        };
         let end = match (self.stopping.map(|s| s.0), &failure) {
             (Some(why), _) => why,
             (None, Some((how, _))) => *how,
             (None, None) => EndReason::SourceEnded,
         };
+        let streams: Vec<StreamReport> = self
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, source)| {
+                let rt = report.streams.iter().find(|s| s.id == i as u32);
+                let t = &self.tallies[i];
+                let (s_end, s_error) = match (&failures[i], self.stopping.map(|s| s.0)) {
+                    (Some((how, why)), _) => (*how, Some(why.clone())),
+                    (None, Some(why)) => (why, None),
+                    (None, None) => (EndReason::SourceEnded, None),
+                };
+                StreamReport {
+                    id: i as u32,
+                    source: source.clone(),
+                    end: s_end,
+                    error: s_error,
+                    captured: rt.map_or(0, |s| s.frames_in),
+                    admitted: rt.map_or(0, |s| s.admitted),
+                    dropped: rt.map_or(0, |s| s.dropped),
+                    frames_out: rt.map_or(0, |s| s.frames_out),
+                    processed: t.processed,
+                    skipped: t.skipped,
+                    errored: t.errored,
+                    reordered: rt.map_or(0, |s| s.reordered),
+                    latency_us: Summary::of(&t.latency).unwrap_or_default(),
+                    reconnects: self.captures[i].reconnects(),
+                }
+            })
+            .collect();
         let error = match (end.is_failure(), failure, pipeline_error) {
             (true, Some((_, f)), Some(p)) => Some(format!("{f}; {p}")),
             (true, Some((_, f)), None) => Some(f),
@@ -625,7 +724,8 @@ impl PerceptionNode {
         let (latency_windows, camera_lag_us, camera_latency_us, series) = stats.finish();
         let capture_s = report.uptime_s.max(1e-9);
         Ok(CameraReport {
-            source: self.source.clone(),
+            source: self.sources[0].clone(),
+            streams,
             model: self.model.clone(),
             engine: self.engine.clone(),
             admission: report.admission.to_string(),
@@ -650,8 +750,8 @@ impl PerceptionNode {
             window_s: self.cfg.window.as_secs_f64(),
             camera_lag_us,
             camera_latency_us,
-            reconnects: self.capture.reconnects(),
-            reconnect_attempts: self.capture.reconnect_attempts(),
+            reconnects: self.captures.iter().map(|c| c.reconnects()).sum(),
+            reconnect_attempts: self.captures.iter().map(|c| c.reconnect_attempts()).sum(),
             view,
             stages: serde_json::to_value(&report.stages).unwrap_or_default(),
             notices: report.notices.clone(),
@@ -665,7 +765,7 @@ impl Drop for PerceptionNode {
         for id in self.signal_ids.drain(..) {
             signal_hook::low_level::unregister(id);
         }
-        // The source may be waiting out a reconnection backoff; the pipeline's own drop does the rest.
-        self.capture.stop();
+        // A source may be waiting out a reconnection backoff; the pipeline's own drop does the rest.
+        self.captures.iter().for_each(|c| c.stop());
     }
 }

@@ -342,35 +342,7 @@ impl Stage<Detected> for AnnotateStage {
     }
 }
 
-/// Replicas per stage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Replicas {
-    /// Preprocessing replicas.
-    pub pre: usize,
-    /// Inference replicas.
-    pub infer: usize,
-    /// Postprocessing replicas.
-    pub post: usize,
-}
-
-impl Default for Replicas {
-    fn default() -> Self {
-        Replicas { pre: 1, infer: 1, post: 1 }
-    }
-}
-
-/// Core lists per stage (empty: not pinned).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Pins {
-    /// The source (decode or capture) thread.
-    pub decode: Vec<usize>,
-    /// Preprocessing.
-    pub pre: Vec<usize>,
-    /// Inference.
-    pub infer: Vec<usize>,
-    /// Postprocessing.
-    pub post: Vec<usize>,
-}
+pub use framepipe_tune::{Pins, Replicas};
 
 fn pin(cores: &[usize]) -> Pin {
     if cores.is_empty() {
@@ -439,20 +411,48 @@ pub fn build_pipeline<S>(
 where
     S: framepipe::Source<Item = Pooled<Frame>> + Send + 'static,
 {
+    build_streams_pipeline(model, vec![(source, opts.pace)], opts, video)
+}
+
+/// Builds a detection pipeline behind several sources, each `(source, pace)` feeding its own
+/// stream (0, 1, … in order, source threads `decode0`, `decode1`, …; `decode` for one) into shared
+/// stages: one set of weights, shared replicas, round-robin admission across the streams. The
+/// options' own `pace` is not used. An annotated video can be written for one source only.
+pub fn build_streams_pipeline<S>(
+    model: Arc<DetectModel>,
+    sources: Vec<(S, Pace)>,
+    opts: &PipelineOptions,
+    video: Option<(f64, usize, usize)>,
+) -> Result<DetectionPipeline, AppError>
+where
+    S: framepipe::Source<Item = Pooled<Frame>> + Send + 'static,
+{
     if opts.replicas.pre == 0 || opts.replicas.infer == 0 || opts.replicas.post == 0 {
         return Err(AppError::config("--replicas", "every stage needs at least 1 replica"));
     }
     if opts.queue == 0 {
         return Err(AppError::config("--queue", "a queue holds at least 1 frame"));
     }
+    if sources.len() > 1 && matches!(opts.annotate, Some(Some(_))) {
+        return Err(AppError::config("--out", "an annotated video is written for one source only"));
+    }
+    let streams = sources.len();
+    let all_jit = sources.iter().all(|(_, p)| *p == Pace::JustInTime);
     let pools = StagePools::new(&model, opts.live_frames());
     let r = opts.replicas;
-    let mut b = Pipeline::<Pooled<Frame>>::builder()
-        .admission(opts.admission)
-        .output_capacity(opts.queue)
-        .source(SourceConfig::new("decode").pin(pin(&opts.pins.decode)).pace(opts.pace), source);
-    if let Some(m) = opts.max_in_flight {
-        b = b.max_in_flight(m);
+    let mut b =
+        Pipeline::<Pooled<Frame>>::builder().admission(opts.admission).output_capacity(opts.queue).streams(streams);
+    for (i, (source, pace)) in sources.into_iter().enumerate() {
+        let config = SourceConfig::new(source_name(i, streams)).pin(pin(&opts.pins.decode)).pace(pace).stream(i as u32);
+        b = b.source(config, source);
+    }
+    match opts.max_in_flight {
+        Some(m) => b = b.max_in_flight(m),
+        // As in `build_multi_pipeline`: sources that run free need a cap.
+        None if streams > 1 && !(all_jit && opts.admission == Admission::Block) => {
+            b = b.max_in_flight(r.infer.max(r.pre).max(r.post))
+        }
+        None => {}
     }
     if let Some(d) = opts.deadline {
         b = b.deadline(d);
@@ -555,12 +555,14 @@ where
     let r = opts.replicas;
     match opts.max_in_flight {
         Some(m) => b = b.max_in_flight(m),
-        // Several sources cannot be released just in time (that needs a single source), so they
-        // run free; without a cap they would fill every queue and each frame would wait behind
-        // them. Inference dominates, and the branches work on the same frames: as many frames as
-        // the widest stage has replicas keep every replica busy (2.5x less latency, 2x more
-        // throughput than no cap on two videos and two models; docs/performance.md).
-        None if streams > 1 => b = b.max_in_flight(r.infer.max(r.pre).max(r.post)),
+        // Sources released just in time read a frame only when it can flow through, which bounds
+        // the frames in flight by itself. Sources that run free (paced like cameras, or a dropping
+        // entrance) would fill every queue without a cap, and each frame would wait behind them:
+        // as many frames as the widest stage has replicas keep every replica busy (2.5x less
+        // latency, 2x more throughput than no cap on two videos and two models; docs/performance.md).
+        None if streams > 1 && !(opts.pace == Pace::JustInTime && opts.admission == Admission::Block) => {
+            b = b.max_in_flight(r.infer.max(r.pre).max(r.post))
+        }
         None => {}
     }
     if let Some(d) = opts.deadline {
@@ -619,82 +621,6 @@ impl PipelineOptions {
             }
         }
         Ok(())
-    }
-}
-
-fn parse_pairs<'a>(flag: &str, s: &'a str) -> Result<Vec<(&'a str, &'a str)>, AppError> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| {
-            p.split_once('=')
-                .map(|(k, v)| (k.trim(), v.trim()))
-                .ok_or_else(|| AppError::config(flag, format!("`{p}`: expected stage=value")))
-        })
-        .collect()
-}
-
-impl std::str::FromStr for Replicas {
-    type Err = AppError;
-    /// `infer=N[,pre=N,post=N]`; stages not named keep 1.
-    fn from_str(s: &str) -> Result<Self, AppError> {
-        let mut r = Replicas::default();
-        for (k, v) in parse_pairs("--replicas", s)? {
-            let n: usize = v.parse().map_err(|_| AppError::config("--replicas", format!("{k}={v}: not a number")))?;
-            if n == 0 {
-                return Err(AppError::config("--replicas", format!("{k}=0: every stage needs at least 1 replica")));
-            }
-            match k {
-                "pre" => r.pre = n,
-                "infer" => r.infer = n,
-                "post" => r.post = n,
-                other => {
-                    return Err(AppError::config("--replicas", format!("unknown stage `{other}` (pre, infer, post)")))
-                }
-            }
-        }
-        Ok(r)
-    }
-}
-
-fn parse_cores(flag: &str, stage: &str, v: &str) -> Result<Vec<usize>, AppError> {
-    let bad = || AppError::config(flag, format!("{stage}={v}: expected a core, a range a-b, or cores joined by +"));
-    let mut out = Vec::new();
-    for part in v.split('+') {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-                if a > b {
-                    return Err(bad());
-                }
-                out.extend(a..=b);
-            }
-            None => out.push(part.parse().map_err(|_| bad())?),
-        }
-    }
-    Ok(out)
-}
-
-impl std::str::FromStr for Pins {
-    type Err = AppError;
-    /// `pre=0,infer=1,post=1` (also `infer=2-5` or `infer=1+3`, and `decode=N`).
-    fn from_str(s: &str) -> Result<Self, AppError> {
-        let mut p = Pins::default();
-        for (k, v) in parse_pairs("--pin", s)? {
-            let cores = parse_cores("--pin", k, v)?;
-            match k {
-                "decode" | "source" => p.decode = cores,
-                "pre" => p.pre = cores,
-                "infer" => p.infer = cores,
-                "post" => p.post = cores,
-                other => {
-                    return Err(AppError::config(
-                        "--pin",
-                        format!("unknown stage `{other}` (decode, pre, infer, post)"),
-                    ))
-                }
-            }
-        }
-        Ok(p)
     }
 }
 

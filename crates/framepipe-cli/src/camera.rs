@@ -48,9 +48,10 @@ pub enum EngineArg {
 pub struct CameraArgs {
     /// The source: /dev/videoN or N (V4L2), an rtsp://, http://, tcp:// URL (e.g. an MJPEG stream),
     /// a GStreamer pipeline ending in appsink, or a video file (add --realtime to play it like a
-    /// camera).
+    /// camera). Give it several times for several sources, one stream each, in one pipeline
+    /// (shared inference replicas, round-robin admission, per-stream report).
     #[arg(long, required_unless_present_any = ["config", "plot_reports"])]
-    source: Option<String>,
+    source: Vec<String>,
     /// A node config file (configs/*.toml); the flags given here override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -141,8 +142,9 @@ impl CameraArgs {
             Some(p) => NodeConfig::from_file(p)?,
             None => NodeConfig::default(),
         };
-        if let Some(s) = &self.source {
-            cfg.source.uri = s.clone();
+        if let Some((first, more)) = self.source.split_first() {
+            cfg.source.uri = first.clone();
+            cfg.source.extra = more.to_vec();
         }
         if self.realtime {
             cfg.source.realtime = true;
@@ -242,24 +244,26 @@ pub fn run(a: CameraArgs) -> Result<ExitCode> {
             eprintln!("warning: serving the camera view on {addr}: anyone who can reach this address can watch it");
         }
     }
-    if !resolved.spec.is_live() && !resolved.realtime && cfg.run.duration_s.is_none() {
+    let any_file = std::iter::once(&resolved.spec).chain(&resolved.extra).any(|s| !s.is_live());
+    if any_file && !resolved.realtime && cfg.run.duration_s.is_none() {
         eprintln!(
             "note: a file without --realtime is read as fast as it decodes; add --realtime to play it like a camera"
         );
     }
     let mut node = PerceptionNode::start(&cfg)?;
     node.stop_on_signals()?;
-    let src = node.source().clone();
-    eprintln!(
-        "camera: {} ({}x{}{}, {}), admission {}, stages {}",
-        src.uri,
-        src.width,
-        src.height,
-        src.fps.map_or(String::new(), |f| format!(" @ {f:.1} fps")),
-        src.backend,
-        cfg.pipeline.admission,
-        node.stage_names().join(" -> ")
-    );
+    for (i, src) in node.sources().iter().enumerate() {
+        eprintln!(
+            "camera{}: {} ({}x{}{}, {})",
+            if node.sources().len() > 1 { format!(" stream {i}") } else { String::new() },
+            src.uri,
+            src.width,
+            src.height,
+            src.fps.map_or(String::new(), |f| format!(" @ {f:.1} fps")),
+            src.backend,
+        );
+    }
+    eprintln!("admission {}, stages {}", cfg.pipeline.admission, node.stage_names().join(" -> "));
     if let Some(t) = node.tuned() {
         eprint!("{}", t.render());
     }

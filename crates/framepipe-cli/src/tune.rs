@@ -117,7 +117,7 @@ pub fn tune_bench(
     base: &NodeConfig,
 ) -> Result<(Tuned, Arc<DetectModel>)> {
     let cores = framepipe::available_cores();
-    let device = tune::Device::of(model.selection().kind);
+    let device = tune::device_of(model.selection().kind);
     let threads = tune::thread_candidates(cores.len(), device, opts.engine_options.intra_threads);
     eprintln!(
         "tune: calibrating on {} frames of {} at {} thread(s) per session ...",
@@ -127,7 +127,7 @@ pub fn tune_bench(
     );
     let cal = tune::calibrate_video(model, model_path, opts, video, tune::CALIBRATION_FRAMES, &threads)?;
     let (mut tuned, model) = tune::finish(cal, cores, device)?;
-    tuned.plan.apply(pipeline);
+    tune::ApplyPlan::apply(&tuned.plan, pipeline);
     tuned.write_config(out, base).with_context(|| "writing the tuned plan (--tune-out)")?;
     Ok((tuned, model))
 }

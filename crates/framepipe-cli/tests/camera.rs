@@ -89,7 +89,10 @@ fn check_report(v: &Value) {
         assert!(w.get("p99_us").is_some() && w["start_s"].is_number() && w["end_s"].is_number(), "{w}");
     }
     let stages: Vec<&str> = v["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(&stages[..4], ["decode", "pre", "infer", "post"]);
+    // The sources first (`decode`, or `decode0`, `decode1`, … for several), then the stages.
+    let sources = stages.iter().take_while(|s| s.starts_with("decode")).count();
+    assert_eq!(sources, v["streams"].as_array().map_or(1, |s| s.len()).max(1), "{stages:?}");
+    assert_eq!(&stages[sources..sources + 3], ["pre", "infer", "post"]);
 }
 
 #[test]
@@ -111,6 +114,104 @@ fn a_file_played_like_a_camera_gives_the_documented_report() {
     assert!(v["dropped"].as_u64().unwrap() > 0, "a 30 fps camera outruns the detector");
     assert_eq!(v["end"], "source-ended");
     assert!(v["latency_windows"].as_array().unwrap().len() >= 2, "1 s windows over 3 s");
+}
+
+/// Checks one stream's entry of the report: its keys and its counting rules.
+fn check_stream(t: &Value) {
+    let n = |k: &str| t[k].as_u64().unwrap_or_else(|| panic!("stream `{k}`: {t:#}"));
+    assert_eq!(n("captured"), n("admitted") + n("dropped"), "{t:#}");
+    assert_eq!(n("admitted"), n("frames_out"), "drained: every admitted frame came out: {t:#}");
+    assert_eq!(n("frames_out"), n("processed") + n("skipped") + n("errored"), "{t:#}");
+    assert_eq!(n("reordered"), 0, "{t:#}");
+    assert!(t["source"]["uri"].is_string() && t["end"].is_string() && t["latency_us"]["p99"].is_number(), "{t:#}");
+}
+
+#[test]
+fn two_cameras_share_one_pipeline_and_are_served_in_turn() {
+    let _g = heavy();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("camera.json");
+    let mut cmd = bin();
+    cmd.args(["camera", "--source", &sample(), "--source", &sample(), "--realtime", "--max-frames", "90", "--json"])
+        .arg(&json);
+    let o = run_within(cmd, Duration::from_secs(120));
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("camera stream 0:") && err.contains("camera stream 1:"), "{err}");
+    assert!(out.contains("stream 0 ") && out.contains("stream 1 "), "{out}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    check_report(&v);
+    let streams = v["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2, "{v:#}");
+    for (i, t) in streams.iter().enumerate() {
+        check_stream(t);
+        assert_eq!(t["id"], i as u64);
+        assert_eq!(t["captured"], 90, "each source read its own 90 frames");
+        assert_eq!(t["end"], "source-ended");
+    }
+    // The totals are the sums of the streams.
+    for k in ["captured", "dropped", "processed"] {
+        let sum: u64 = streams.iter().map(|t| t[k].as_u64().unwrap()).sum();
+        assert_eq!(v[k].as_u64().unwrap(), sum, "{k}");
+    }
+    // Two 30 fps cameras outrun the detector: keep-latest drops, and round-robin admission serves
+    // the two in turn, so neither gets ahead of the other by more than a frame or two.
+    let p: Vec<u64> = streams.iter().map(|t| t["processed"].as_u64().unwrap()).collect();
+    assert!(p[0] >= 3 && p[1] >= 3, "{p:?}");
+    assert!(p[0].abs_diff(p[1]) <= 2, "unfair: processed {p:?}");
+}
+
+#[test]
+fn a_camera_that_dies_among_two_ends_its_own_stream_only() {
+    if !have("ffmpeg") {
+        eprintln!("skipped: ffmpeg is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let _g = heavy();
+    let port = free_port();
+    let mut peer = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", &sample()])
+        .args(["-an", "-vf", "scale=640:360", "-c:v", "mjpeg", "-q:v", "6", "-f", "mpjpeg", "-listen", "1"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !listening(port) {
+        assert!(t.elapsed() < Duration::from_secs(20), "ffmpeg never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        let _ = peer.kill();
+        let _ = peer.wait();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("camera.json");
+    let mut cmd = bin();
+    let url = format!("http://127.0.0.1:{port}/");
+    // The file plays for 6 s (180 frames at 30 fps): it goes on after the stream dies at 3 s.
+    cmd.args(["camera", "--source", &url, "--source", &sample(), "--realtime", "--max-frames", "180", "--json"])
+        .arg(&json);
+    let o = run_within(cmd, Duration::from_secs(120));
+    killer.join().unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "a source failed: {err}");
+    assert!(err.contains(&format!("stream 0 ({url})")), "the failure names its stream: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    check_report(&v);
+    assert_eq!(v["end"], "source-died");
+    assert_eq!(v["lost"], 0);
+    let streams = v["streams"].as_array().unwrap();
+    streams.iter().for_each(check_stream);
+    assert_eq!(streams[0]["end"], "source-died");
+    assert_eq!(streams[0]["errored"], 1, "the dead read is counted on its stream");
+    assert!(streams[0]["error"].as_str().unwrap().contains("stopped delivering frames"), "{:#}", streams[0]);
+    assert_eq!(streams[1]["end"], "source-ended");
+    assert_eq!(streams[1]["captured"], 180, "the file played to its end after the stream died");
+    assert_eq!(streams[1]["errored"], 0);
 }
 
 #[test]
