@@ -18,6 +18,10 @@
 //!           [--json FILE]   (device-resident frames: correctness against the CPU engine, serial
 //!                            e2e per stage, graph replay, per-op-class GPU time, letterbox kernel,
 //!                            pipelined throughput)
+//! gpu tune  --model M [--frames 1500] [--size 1920x1080] [--slack 0.1,2.0] [--grid-infer 1,2,3,4,6,8]
+//!           [--grid-side 1,2] [--json FILE]
+//!           (`--tune` for the device-resident pipeline: calibrate the stages and the GPU's
+//!            scaling, plan with framepipe-tune, run the plans beside a grid of hand-set ones)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -76,6 +80,7 @@ fn main() -> std::process::ExitCode {
         Some("pre") => pre(&args),
         Some("bench") => bench(&args),
         Some("e2e") => e2e(&args),
+        Some("tune") => tune(&args),
         _ => Err("usage: gpu info | warm | mem --model M | pre | bench --model M (see the source's header)".into()),
     };
     match result {
@@ -658,6 +663,71 @@ impl Stage<(Pooled<DeviceOutputs>, LetterboxParams)> for RPost {
     }
 }
 
+/// A hand-set or tuned shape of the device-resident pipeline.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Shape {
+    pre: usize,
+    infer: usize,
+    post: usize,
+    /// The runtime's default when `None`.
+    max_in_flight: Option<usize>,
+}
+
+/// Runs `n` pinned frames through the device-resident pipeline (DevicePre -> DeviceInfer, one CUDA
+/// graph per replica -> DevicePost) shaped as `shape`, and returns its report as JSON.
+fn run_resident(spec: &Spec, pinned: &[Arc<PinnedFrame>], n: usize, shape: Shape) -> Res<Value> {
+    let Shape { pre, infer, post, max_in_flight } = shape;
+    let live = 4 * (pre + infer + post) + 16;
+    let (inputs, outputs, dets) = (
+        Pool::new(live, live, DeviceInput::empty),
+        Pool::new(live, live, DeviceOutputs::empty),
+        spec.detections.clone(),
+    );
+    let (pre_cfg, e2, dec, pc) = (spec.pre, Arc::clone(&spec.engine), spec.decoder.clone(), spec.post);
+    let src: Vec<Arc<PinnedFrame>> = (0..n).map(|i| Arc::clone(&pinned[i % pinned.len()])).collect();
+    let mut b =
+        Pipeline::<Arc<PinnedFrame>>::builder().source(SourceConfig::new("decode"), IterSource(src.into_iter()));
+    if let Some(m) = max_in_flight {
+        b = b.max_in_flight(m);
+    }
+    let mut pipeline = b
+        .stage(StageConfig::new("pre").replicas(pre), move |_: &StageContext| {
+            Ok::<_, StageError>(RPre { w: DevicePre::new(pre_cfg)?, pool: inputs.clone() })
+        })
+        .stage(StageConfig::new("infer").replicas(infer), move |_: &StageContext| {
+            Ok::<_, StageError>(RInfer { w: DeviceInfer::new(e2.as_ref())?, pool: outputs.clone() })
+        })
+        .stage(StageConfig::new("post").replicas(post), move |_: &StageContext| {
+            Ok::<_, StageError>(RPost { w: DevicePost::new(dec.clone(), pc)?, pool: dets.clone() })
+        })
+        .build()?;
+    let mut errors = 0u64;
+    let mut first_error = None;
+    while let Some(o) = pipeline.recv() {
+        if let Err(e) = o.result() {
+            errors += 1;
+            first_error.get_or_insert_with(|| format!("{e}"));
+        }
+    }
+    let report = pipeline.close()?;
+    let stage_us = |name: &str| report.stages.iter().find(|s| s.name == name).map(|s| s.service_us);
+    println!(
+        "pipelined resident pre x{pre} infer x{infer} post x{post}{}: {:.1} fps, p50 {:.3} ms, p99 {:.3} ms, {} processed, {} errors, {} reordered{}",
+        max_in_flight.map(|m| format!(" max_in_flight {m}")).unwrap_or_default(),
+        report.throughput_fps,
+        report.latency_us.p50 / 1e3,
+        report.latency_us.p99 / 1e3,
+        report.processed,
+        errors,
+        report.reordered,
+        first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+    );
+    Ok(json!({ "replicas": infer, "pre_replicas": pre, "post_replicas": post, "max_in_flight": report.max_in_flight,
+        "throughput_fps": report.throughput_fps, "bound_fps": report.bound_fps, "latency_us": report.latency_us,
+        "processed": report.processed, "errored": errors, "reordered": report.reordered, "pre_us": stage_us("pre"),
+        "infer_us": stage_us("infer"), "post_us": stage_us("post") }))
+}
+
 fn e2e(args: &Args) -> Res<Value> {
     let model = args.model()?;
     let counts = args.list("--replicas", "1,2,4,8")?;
@@ -834,53 +904,190 @@ fn e2e(args: &Args) -> Res<Value> {
     let mut runs = Vec::new();
     for &r in &counts {
         let side = r.div_ceil(4);
-        let live = 4 * r + 16;
-        let (inputs, outputs, dets) = (
-            Pool::new(live, live, DeviceInput::empty),
-            Pool::new(live, live, DeviceOutputs::empty),
-            spec.detections.clone(),
-        );
-        let (pre_cfg, e2, dec, pc) = (spec.pre, Arc::clone(&engine), spec.decoder.clone(), spec.post);
-        let src: Vec<Arc<PinnedFrame>> = (0..n).map(|i| Arc::clone(&pinned[i % pinned.len()])).collect();
-        let mut pipeline = Pipeline::<Arc<PinnedFrame>>::builder()
-            .source(SourceConfig::new("decode"), IterSource(src.into_iter()))
-            .stage(StageConfig::new("pre").replicas(side), move |_: &StageContext| {
-                Ok::<_, StageError>(RPre { w: DevicePre::new(pre_cfg)?, pool: inputs.clone() })
-            })
-            .stage(StageConfig::new("infer").replicas(r), move |_: &StageContext| {
-                Ok::<_, StageError>(RInfer { w: DeviceInfer::new(e2.as_ref())?, pool: outputs.clone() })
-            })
-            .stage(StageConfig::new("post").replicas(side), move |_: &StageContext| {
-                Ok::<_, StageError>(RPost { w: DevicePost::new(dec.clone(), pc)?, pool: dets.clone() })
-            })
-            .build()?;
-        let mut errors = 0u64;
-        let mut first_error = None;
-        while let Some(o) = pipeline.recv() {
-            if let Err(e) = o.result() {
-                errors += 1;
-                first_error.get_or_insert_with(|| format!("{e}"));
-            }
-        }
-        let report = pipeline.close()?;
-        let stage_us = |name: &str| report.stages.iter().find(|s| s.name == name).map(|s| s.service_us);
-        println!(
-            "pipelined resident x{r}: {:.1} fps, p50 {:.3} ms, p99 {:.3} ms, {} processed, {} errors, {} reordered{}",
-            report.throughput_fps,
-            report.latency_us.p50 / 1e3,
-            report.latency_us.p99 / 1e3,
-            report.processed,
-            errors,
-            report.reordered,
-            first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
-        );
-        runs.push(
-            json!({ "replicas": r, "pre_replicas": side, "post_replicas": side, "throughput_fps": report.throughput_fps,
-            "bound_fps": report.bound_fps, "latency_us": report.latency_us, "processed": report.processed,
-            "errored": errors, "reordered": report.reordered, "pre_us": stage_us("pre"), "infer_us": stage_us("infer"),
-            "post_us": stage_us("post") }),
-        );
+        runs.push(run_resident(&spec, &pinned, n, Shape { pre: side, infer: r, post: side, max_in_flight: None })?);
     }
     out["pipelined_resident"] = Value::Array(runs);
     Ok(out)
+}
+
+/// Median of a sample.
+fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
+}
+
+/// `--tune` on the GPU host: measure the device-resident stages (serially) and how the GPU scales
+/// with concurrent graph replicas, plan with `framepipe_tune::plan` at each latency slack asked
+/// for, then run every plan and a grid of hand-set shapes through the same pipeline, and compare.
+fn tune(args: &Args) -> Res<Value> {
+    let model = args.model()?;
+    let n: usize = args.opt("--frames").map_or(Ok(1500), |s| s.parse())?;
+    let (w, h) = size_arg(args, "1920x1080")?;
+    let slacks: Vec<f64> = args
+        .opt("--slack")
+        .unwrap_or_else(|| "0.1,2.0".into())
+        .split(',')
+        .map(|s| s.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("--slack: {e}"))?;
+    let grid_infer = args.list("--grid-infer", "1,2,3,4,6,8")?;
+    let grid_side = args.list("--grid-side", "1,2")?;
+    let scale_points = args.list("--scale", "1,2,4,8")?;
+    let (engine, selection) = load(&model, EngineChoice::TractCuda, &EngineOptions::default())?;
+    eprintln!("engine: {}", selection.reason);
+    let max_r = grid_infer.iter().chain(&scale_points).copied().max().unwrap_or(8);
+    let spec = Spec::new(Arc::clone(&engine), false, 8 * max_r + 32)?;
+    let frames: Vec<Frame> = (0..8).map(|k| synthetic_frame(w, h, k)).collect();
+    let pinned: Vec<Arc<PinnedFrame>> =
+        frames.iter().map(|f| PinnedFrame::from_frame(f.as_ref()).map(Arc::new)).collect::<Result<_, _>>()?;
+
+    // --- calibration: serial service times of the three stages, then the GPU's scaling.
+    let t_cal = Instant::now();
+    let mut dpre = DevicePre::new(spec.pre)?;
+    let mut dinfer = DeviceInfer::new(engine.as_ref())?;
+    let mut dpost = DevicePost::new(spec.decoder.clone(), spec.post)?;
+    let (mut slot, mut douts, mut ddets) = (DeviceInput::empty(), DeviceOutputs::empty(), Vec::new());
+    let (warm, runs) = (20, 200);
+    let (mut pre_us, mut inf_us, mut post_us) = (vec![], vec![], vec![]);
+    for i in 0..warm + runs {
+        let t = Instant::now();
+        let lb = dpre.process(Source::Pinned(&pinned[i % pinned.len()]), &mut slot)?;
+        dpre.preprocessor().synchronize()?;
+        let t1 = Instant::now();
+        dinfer.process(&slot, &mut douts)?;
+        let t2 = Instant::now();
+        dpost.process(&douts, &lb, &mut ddets)?;
+        if i >= warm {
+            pre_us.push((t1 - t).as_secs_f64() * 1e6);
+            inf_us.push((t2 - t1).as_secs_f64() * 1e6);
+            post_us.push(t2.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    drop((dpre, dpost));
+    // Throughput of k graph replicas replaying at once, each on its own thread and stream, against
+    // one: what the GPU overlaps.
+    let mut rates = Vec::new();
+    for &k in &scale_points {
+        let start = Arc::new(std::sync::Barrier::new(k + 1));
+        let mut handles = Vec::new();
+        for _ in 0..k {
+            let (engine, start, input) = (Arc::clone(&engine), Arc::clone(&start), slot_clone(&spec, &pinned[0])?);
+            handles.push(std::thread::spawn(move || -> Res<()> {
+                let mut inf = DeviceInfer::new(engine.as_ref())?;
+                let mut out = DeviceOutputs::empty();
+                for _ in 0..10 {
+                    inf.process(&input, &mut out)?;
+                }
+                start.wait();
+                for _ in 0..runs {
+                    inf.process(&input, &mut out)?;
+                }
+                Ok(())
+            }));
+        }
+        start.wait();
+        let t = Instant::now();
+        for h in handles {
+            h.join().map_err(|_| "a scaling thread panicked")??;
+        }
+        let rate = (k * runs) as f64 / t.elapsed().as_secs_f64();
+        println!("scaling: {k} graph replica(s) at once: {rate:.1} runs/s");
+        rates.push((k, rate));
+    }
+    let one = rates.iter().find(|(k, _)| *k == 1).map(|r| r.1).ok_or("--scale must include 1")?;
+    let speedup: Vec<(usize, f64)> = rates.iter().filter(|(k, _)| *k > 1).map(|&(k, r)| (k, r / one)).collect();
+    let calibration_s = t_cal.elapsed().as_secs_f64();
+    let service = framepipe_tune::ServiceTimes {
+        decode_us: 0.0,
+        pre_us: median_of(pre_us),
+        infer_us: vec![framepipe_tune::InferTime { threads: 1, us: median_of(inf_us) }],
+        post_us: median_of(post_us),
+        frames: runs,
+    };
+    let cores = framepipe::available_cores();
+    println!(
+        "calibration ({calibration_s:.1} s): pre {:.3} ms, infer {:.3} ms, post {:.3} ms; speedup {}; {} cores",
+        service.pre_us / 1e3,
+        service.infer_us[0].us / 1e3,
+        service.post_us / 1e3,
+        speedup.iter().map(|(k, s)| format!("x{k} {s:.2}")).collect::<Vec<_>>().join(", "),
+        cores.len()
+    );
+
+    // --- the plans, one per latency slack.
+    let mut plans = Vec::new();
+    for &slack in &slacks {
+        let mut input = framepipe_tune::TuneInput::new(service.clone(), cores.clone(), framepipe_tune::Device::Gpu);
+        input.latency_slack = slack;
+        input.gpu_speedup = speedup.clone();
+        let p = framepipe_tune::plan(&input)?;
+        println!(
+            "tuned (slack {slack}): pre x{} infer x{} post x{}, max_in_flight {}, predicted {:.1} fps at {:.3} ms",
+            p.replicas.pre,
+            p.replicas.infer,
+            p.replicas.post,
+            p.max_in_flight,
+            p.predicted_fps,
+            p.predicted_latency_us / 1e3
+        );
+        for r in &p.reasons {
+            println!("  why: {r}");
+        }
+        plans.push((slack, p));
+    }
+
+    // --- run the grid, then the plans, through the same pipeline.
+    let mut grid = Vec::new();
+    for &i in &grid_infer {
+        for &side in &grid_side {
+            grid.push(run_resident(&spec, &pinned, n, Shape { pre: side, infer: i, post: side, max_in_flight: None })?);
+        }
+    }
+    let fps = |v: &Value| v["throughput_fps"].as_f64().unwrap_or(0.0);
+    let p99 = |v: &Value| v["latency_us"]["p99"].as_f64().unwrap_or(f64::INFINITY);
+    let best = grid.iter().max_by(|a, b| fps(a).total_cmp(&fps(b))).cloned().ok_or("an empty grid")?;
+    let mut tuned = Vec::new();
+    for (slack, p) in &plans {
+        let shape = Shape {
+            pre: p.replicas.pre,
+            infer: p.replicas.infer,
+            post: p.replicas.post,
+            max_in_flight: Some(p.max_in_flight),
+        };
+        let run = run_resident(&spec, &pinned, n, shape)?;
+        // The fairest grid point to compare with: the fastest whose p99 is no worse than the plan's
+        // (and the fastest overall, whatever its latency).
+        let same_latency = grid.iter().filter(|g| p99(g) <= p99(&run)).max_by(|a, b| fps(a).total_cmp(&fps(b)));
+        let vs_best = fps(&run) / fps(&best);
+        let vs_same = same_latency.map(|g| fps(&run) / fps(g));
+        println!(
+            "slack {slack}: tuned {:.1} fps p99 {:.3} ms = {:.3} of the grid's fastest ({:.1} fps, p99 {:.3} ms){}",
+            fps(&run),
+            p99(&run) / 1e3,
+            vs_best,
+            fps(&best),
+            p99(&best) / 1e3,
+            match (same_latency, vs_same) {
+                (Some(g), Some(r)) => format!(
+                    "; {r:.3} of the fastest grid point with no worse p99 (pre x{} infer x{} post x{}: {:.1} fps, p99 {:.3} ms)",
+                    g["pre_replicas"], g["replicas"], g["post_replicas"], fps(g), p99(g) / 1e3
+                ),
+                _ => "; no grid point has a p99 this low".into(),
+            }
+        );
+        tuned.push(json!({ "slack": slack, "plan": p, "run": run, "vs_fastest_grid": vs_best,
+            "vs_fastest_grid_with_no_worse_p99": vs_same, "fastest_grid_with_no_worse_p99": same_latency }));
+    }
+    Ok(json!({ "model": model_name(&model), "engine": selection.reason, "frame": format!("{w}x{h}"), "frames": n,
+        "cores": cores.len(), "calibration": { "seconds": calibration_s, "service": service,
+        "scaling_runs_per_s": rates, "speedup": speedup }, "grid": grid, "fastest_grid": best, "tuned": tuned }))
+}
+
+/// A device input holding `frame` letterboxed, for the scaling runs (each thread replays its own).
+fn slot_clone(spec: &Spec, frame: &PinnedFrame) -> Res<DeviceInput> {
+    let mut pre = DevicePre::new(spec.pre)?;
+    let mut slot = DeviceInput::empty();
+    pre.process(Source::Pinned(frame), &mut slot)?;
+    pre.preprocessor().synchronize()?;
+    Ok(slot)
 }
