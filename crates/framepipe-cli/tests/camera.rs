@@ -62,6 +62,31 @@ fn listening(port: u16) -> bool {
     })
 }
 
+/// An ffmpeg MJPEG-over-HTTP peer looping the sample on a free port, listening when this returns,
+/// killed after `after` by the returned thread (join it).
+fn mjpeg_peer_killed_after(after: Duration) -> (u16, std::thread::JoinHandle<()>) {
+    let port = free_port();
+    let mut peer = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", &sample()])
+        .args(["-an", "-vf", "scale=640:360", "-c:v", "mjpeg", "-q:v", "6", "-f", "mpjpeg", "-listen", "1"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !listening(port) {
+        assert!(t.elapsed() < Duration::from_secs(20), "ffmpeg never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(after);
+        let _ = peer.kill();
+        let _ = peer.wait();
+    });
+    (port, killer)
+}
+
 /// Checks the documented keys and the counting rules.
 fn check_report(v: &Value) {
     for k in [
@@ -168,25 +193,7 @@ fn a_camera_that_dies_among_two_ends_its_own_stream_only() {
         return;
     }
     let _g = heavy();
-    let port = free_port();
-    let mut peer = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", &sample()])
-        .args(["-an", "-vf", "scale=640:360", "-c:v", "mjpeg", "-q:v", "6", "-f", "mpjpeg", "-listen", "1"])
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while !listening(port) {
-        assert!(t.elapsed() < Duration::from_secs(20), "ffmpeg never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(3));
-        let _ = peer.kill();
-        let _ = peer.wait();
-    });
+    let (port, killer) = mjpeg_peer_killed_after(Duration::from_secs(3));
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("camera.json");
     let mut cmd = bin();
@@ -221,25 +228,7 @@ fn a_stream_killed_mid_run_exits_3_with_the_cause_after_draining() {
         return;
     }
     let _g = heavy();
-    let port = free_port();
-    let mut peer = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", &sample()])
-        .args(["-an", "-vf", "scale=640:360", "-c:v", "mjpeg", "-q:v", "6", "-f", "mpjpeg", "-listen", "1"])
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while !listening(port) {
-        assert!(t.elapsed() < Duration::from_secs(20), "ffmpeg never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(5));
-        let _ = peer.kill();
-        let _ = peer.wait();
-    });
+    let (port, killer) = mjpeg_peer_killed_after(Duration::from_secs(5));
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("camera.json");
     let mut cmd = bin();

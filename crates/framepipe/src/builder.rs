@@ -280,7 +280,8 @@ impl<In: Send + 'static, Out: Send + 'static> PipelineBuilder<In, Out> {
 
     /// Runs `source` on its own thread to produce one stream's frames (see
     /// [`SourceConfig::stream`]). When it ends, that stream's admission closes; the pipeline drains
-    /// and its output ends once every stream has closed.
+    /// and its output ends once every stream has closed. Sources paced [`Pace::JustInTime`] behind a
+    /// blocking entrance share one release schedule and take the releases in round-robin turns.
     pub fn source<S>(mut self, config: SourceConfig, source: S) -> Self
     where
         S: Source<Item = In> + Send + 'static,

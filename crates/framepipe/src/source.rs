@@ -45,7 +45,8 @@ where
 pub enum Pace {
     /// Read a frame only when it can flow through every stage without waiting (see the `flow` notes
     /// in the architecture docs): throughput at the bound, latency near the sum of the stages. The
-    /// default for a file.
+    /// default for a file. Several such sources share one schedule and take turns; a source paced
+    /// otherwise, or an entrance that drops frames, makes every source run free.
     #[default]
     JustInTime,
     /// As fast as admission accepts frames: queues fill, and latency grows to the frames in flight
