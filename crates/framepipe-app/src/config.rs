@@ -331,6 +331,13 @@ impl Reconnect {
     }
 }
 
+impl Resolved {
+    /// Every source, by stream id: `spec` (stream 0), then `extra`.
+    pub fn sources(&self) -> impl Iterator<Item = &SourceSpec> {
+        std::iter::once(&self.spec).chain(&self.extra)
+    }
+}
+
 impl NodeConfig {
     /// Parses a config from TOML text. Relative paths stay relative to the current directory.
     pub fn from_toml_str(text: &str) -> Result<Self, AppError> {

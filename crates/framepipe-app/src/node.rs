@@ -286,11 +286,23 @@ impl PerceptionNode {
         if cfg.serve.is_some() && popts.annotate.is_none() {
             popts.annotate = Some(None);
         }
+        // How a source is paced, from what it announced.
+        let pace = |info: &framepipe_video::VideoInfo| {
+            if info.live {
+                // The read blocks at the camera's pace.
+                Pace::Free
+            } else if cfg.realtime {
+                Pace::fps(info.fps.unwrap_or(30.0))
+            } else {
+                Pace::JustInTime
+            }
+        };
         // One capture per source, each with its own reader thread and frame pool; stream i is
         // `sources[i]`.
         let mut captures = Vec::new();
-        let mut sources = Vec::new();
-        for spec in std::iter::once(&cfg.spec).chain(&cfg.extra) {
+        let mut sources: Vec<(CameraSource, Pace)> = Vec::new();
+        let mut metas: Vec<SourceMeta> = Vec::new();
+        for spec in cfg.sources() {
             let capture = CaptureShared::new();
             let source = CameraSource::open(
                 CaptureOptions {
@@ -307,10 +319,13 @@ impl PerceptionNode {
                 },
                 capture.clone(),
             )?;
+            let info = source.info();
+            metas.push(SourceMeta::new(spec, info, cfg.realtime && !info.live));
+            let p = pace(info);
             captures.push(capture);
-            sources.push(source);
+            sources.push((source, p));
         }
-        let info = sources[0].info().clone();
+        let info = sources[0].0.info().clone();
         let tuned = if cfg.tune {
             // Calibrate on blank frames of the source's size: a live source's frames are not
             // ours to spend, and its decode time is the camera's pace.
@@ -334,29 +349,6 @@ impl PerceptionNode {
         } else {
             None
         };
-        let pace = |info: &framepipe_video::VideoInfo| {
-            if info.live {
-                // The read blocks at the camera's pace.
-                Pace::Free
-            } else if cfg.realtime {
-                Pace::fps(info.fps.unwrap_or(30.0))
-            } else {
-                Pace::JustInTime
-            }
-        };
-        popts.pace = pace(&info);
-        let metas: Vec<SourceMeta> = std::iter::once(&cfg.spec)
-            .chain(&cfg.extra)
-            .zip(&sources)
-            .map(|(spec, src)| SourceMeta::new(spec, src.info(), cfg.realtime && !src.info().live))
-            .collect();
-        let paced: Vec<(CameraSource, Pace)> = sources
-            .into_iter()
-            .map(|src| {
-                let p = pace(src.info());
-                (src, p)
-            })
-            .collect();
         let view = match &cfg.serve {
             None => None,
             Some(o) => {
@@ -371,7 +363,7 @@ impl PerceptionNode {
         };
         let pipeline = build_streams_pipeline(
             model.clone(),
-            paced,
+            sources,
             &popts,
             Some((info.fps.unwrap_or(30.0), info.width, info.height)),
         )?;

@@ -446,13 +446,8 @@ where
         let config = SourceConfig::new(source_name(i, streams)).pin(pin(&opts.pins.decode)).pace(pace).stream(i as u32);
         b = b.source(config, source);
     }
-    match opts.max_in_flight {
-        Some(m) => b = b.max_in_flight(m),
-        // As in `build_multi_pipeline`: sources that run free need a cap.
-        None if streams > 1 && !(all_jit && opts.admission == Admission::Block) => {
-            b = b.max_in_flight(r.infer.max(r.pre).max(r.post))
-        }
-        None => {}
+    if let Some(m) = in_flight_cap(opts, streams, all_jit) {
+        b = b.max_in_flight(m);
     }
     if let Some(d) = opts.deadline {
         b = b.deadline(d);
@@ -492,6 +487,22 @@ where
         }
     };
     Ok(pipeline)
+}
+
+/// The cap on frames in flight for a pipeline fed by `streams` sources (`all_jit`: every one paced
+/// just in time): the options' own, else none for one stream or for sources released just in time
+/// (they read a frame only when it can flow through, which bounds the frames in flight by itself).
+/// Sources that run free (paced like cameras, or behind a dropping entrance) would fill every queue
+/// without a cap, and each frame would wait behind them: as many frames as the widest stage has
+/// replicas keep every replica busy (2.5x less latency, 2x more throughput than no cap on two
+/// videos and two models; docs/performance.md).
+fn in_flight_cap(opts: &PipelineOptions, streams: usize, all_jit: bool) -> Option<usize> {
+    let r = &opts.replicas;
+    match opts.max_in_flight {
+        Some(m) => Some(m),
+        None if streams > 1 && !(all_jit && opts.admission == Admission::Block) => Some(r.infer.max(r.pre).max(r.post)),
+        None => None,
+    }
 }
 
 /// A detection pipeline over several streams and models: one source per stream (`decode`, or
@@ -553,17 +564,8 @@ where
         b = b.source(config, source);
     }
     let r = opts.replicas;
-    match opts.max_in_flight {
-        Some(m) => b = b.max_in_flight(m),
-        // Sources released just in time read a frame only when it can flow through, which bounds
-        // the frames in flight by itself. Sources that run free (paced like cameras, or a dropping
-        // entrance) would fill every queue without a cap, and each frame would wait behind them:
-        // as many frames as the widest stage has replicas keep every replica busy (2.5x less
-        // latency, 2x more throughput than no cap on two videos and two models; docs/performance.md).
-        None if streams > 1 && !(opts.pace == Pace::JustInTime && opts.admission == Admission::Block) => {
-            b = b.max_in_flight(r.infer.max(r.pre).max(r.post))
-        }
-        None => {}
+    if let Some(m) = in_flight_cap(opts, streams, opts.pace == Pace::JustInTime) {
+        b = b.max_in_flight(m);
     }
     if let Some(d) = opts.deadline {
         b = b.deadline(d);

@@ -244,7 +244,7 @@ pub fn run(a: CameraArgs) -> Result<ExitCode> {
             eprintln!("warning: serving the camera view on {addr}: anyone who can reach this address can watch it");
         }
     }
-    let any_file = std::iter::once(&resolved.spec).chain(&resolved.extra).any(|s| !s.is_live());
+    let any_file = resolved.sources().any(|s| !s.is_live());
     if any_file && !resolved.realtime && cfg.run.duration_s.is_none() {
         eprintln!(
             "note: a file without --realtime is read as fast as it decodes; add --realtime to play it like a camera"
