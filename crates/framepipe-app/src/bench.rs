@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use framepipe::pool::Pooled;
 use framepipe::{Admission, BranchReport, Pace, Percentiles, Report, Stage, StageReport, StreamStats};
-use framepipe_video::{SourceSpec, VideoInfo, VideoSource};
+use framepipe_video::{DecoderChoice, OpenOptions, SourceSpec, VideoInfo, VideoSource};
 use framepipe_vision::Frame;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -77,6 +77,15 @@ pub struct BenchOptions {
     pub spans: bool,
     /// Write the pipelined run's annotated frames to this video.
     pub out: Option<PathBuf>,
+    /// Which media backend decodes the videos (default: native first, then OpenCV where built in).
+    pub decoder: DecoderChoice,
+}
+
+impl BenchOptions {
+    /// How to open the videos.
+    pub(crate) fn open_options(&self) -> OpenOptions {
+        OpenOptions { decoder: self.decoder, ..OpenOptions::default() }
+    }
 }
 
 /// Receives progress while a mode runs (the CLI draws a progress bar).
@@ -251,7 +260,7 @@ pub fn run_models(
 fn run_single(model: Arc<DetectModel>, opts: &BenchOptions, progress: &dyn Progress) -> Result<BenchResult, AppError> {
     let spec = SourceSpec::File(opts.video.clone());
     // Open once up front: a bad video fails here, before any mode starts.
-    let probe = VideoSource::open(&spec, 1)?;
+    let probe = VideoSource::open_with(&spec, 1, &opts.open_options())?;
     let info = probe.info().clone();
     drop(probe);
     let mut runs = Vec::new();
@@ -288,7 +297,7 @@ fn run_single(model: Arc<DetectModel>, opts: &BenchOptions, progress: &dyn Progr
 }
 
 fn open(spec: &SourceSpec, opts: &BenchOptions, pool: usize) -> Result<VideoSource, AppError> {
-    Ok(VideoSource::open(spec, pool)?.with_limit(opts.frames))
+    Ok(VideoSource::open_with(spec, pool, &opts.open_options())?.with_limit(opts.frames))
 }
 
 fn period(info: &VideoInfo, opts: &BenchOptions) -> Option<Duration> {

@@ -741,7 +741,7 @@ pub struct SourceMeta {
     pub height: usize,
     /// The rate the source announced, if any.
     pub fps: Option<f64>,
-    /// The OpenCV backend.
+    /// The media backend and what it reads (`native (http-mjpeg, mjpeg)`, `opencv (GSTREAMER)`).
     pub backend: String,
     /// Whether a file was read at its frame rate.
     pub realtime: bool,

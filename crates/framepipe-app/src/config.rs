@@ -73,6 +73,9 @@ pub struct SourceSection {
     /// Longest time any read may take before the source is declared stalled, in ms (default 10000).
     /// It covers the sources the read timeout does not (GStreamer pipelines, cameras).
     pub stall_timeout_ms: u64,
+    /// Which media backend decodes: `auto` (default: native first, then OpenCV where it is built
+    /// in), `native` or `opencv`.
+    pub decoder: String,
     /// What to do when a live source dies.
     pub reconnect: ReconnectSection,
 }
@@ -87,6 +90,7 @@ impl Default for SourceSection {
             open_timeout_ms: 10_000,
             read_timeout_ms: 5_000,
             stall_timeout_ms: 10_000,
+            decoder: "auto".into(),
             reconnect: ReconnectSection::default(),
         }
     }
@@ -389,6 +393,10 @@ impl NodeConfig {
         let open = OpenOptions {
             open_timeout: Some(positive("source.open_timeout_ms", s.open_timeout_ms)?),
             read_timeout: Some(positive("source.read_timeout_ms", s.read_timeout_ms)?),
+            decoder: s
+                .decoder
+                .parse()
+                .map_err(|_| bad("source.decoder", format!("`{}` is not auto, native or opencv", s.decoder)))?,
         };
         let stall_timeout = positive("source.stall_timeout_ms", s.stall_timeout_ms)?;
         if s.max_frames == Some(0) {

@@ -226,6 +226,7 @@ fn a_stream_that_comes_back_is_reconnected_and_feeds_the_same_pipeline() {
     });
 }
 
+#[cfg(feature = "opencv")]
 #[test]
 fn a_hung_gstreamer_source_is_reported_as_stalled_not_waited_for() {
     if !have("gst-launch-1.0") {
@@ -268,8 +269,8 @@ fn a_hung_gstreamer_source_is_reported_as_stalled_not_waited_for() {
 /// clock → result latency stays flat and the dropped frames are counted; under block the frames
 /// pile up in the camera's buffers and the latency grows. Generous bounds: the behaviour, not the
 /// figures (those are in docs/camera.md, over 60 s).
-fn run_against_live_peer(admission: &str, seconds: f64) -> CameraReport {
-    let peer = Peer::start(Kind::NutTcp, camera_peer::free_port(), 640);
+fn run_against_live_peer(kind: Kind, width: u32, admission: &str, seconds: f64) -> CameraReport {
+    let peer = Peer::start(kind, camera_peer::free_port(), width);
     let mut cfg = live_config(&peer.url);
     cfg.pipeline.admission = admission.into();
     cfg.run.duration_s = Some(seconds);
@@ -284,6 +285,33 @@ fn run_against_live_peer(admission: &str, seconds: f64) -> CameraReport {
     report
 }
 
+/// The same through the native backend: a 1080p MJPEG stream over HTTP (no timestamps, so the
+/// latency is the read → result latency).
+#[test]
+fn a_1080p_http_mjpeg_stream_under_keep_latest_keeps_latency_flat_and_counts_drops() {
+    if !have("ffmpeg") {
+        eprintln!("skipped: ffmpeg is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let _g = heavy();
+    within(Duration::from_secs(100), || {
+        let r = run_against_live_peer(Kind::MjpegHttp, 1920, "keep-latest", 17.0);
+        assert_eq!((r.source.width, r.source.height), (1920, 1080), "{:?}", r.source);
+        assert!(r.source.backend.starts_with("native (http-mjpeg"), "{}", r.source.backend);
+        let full: Vec<_> = r.latency_windows.iter().filter(|w| w.complete).collect();
+        assert!(full.len() >= 3, "{:#?}", r.latency_windows);
+        let (first, last) = r.first_last_p99().expect("windows with latency");
+        assert!(
+            last <= 2.0 * first + 1_000_000.0,
+            "p99 first {first:.0} us, last {last:.0} us: {:#?}",
+            r.latency_windows
+        );
+        assert!(r.dropped > r.processed, "the stream outruns the detector, and every drop is counted: {r:#?}");
+        assert!(r.processed >= 5, "{r:#?}");
+    });
+}
+
+#[cfg(feature = "opencv")]
 #[test]
 fn under_keep_latest_latency_stays_flat_and_drops_are_counted() {
     if !have("ffmpeg") {
@@ -292,7 +320,7 @@ fn under_keep_latest_latency_stays_flat_and_drops_are_counted() {
     }
     let _g = heavy();
     within(Duration::from_secs(100), || {
-        let r = run_against_live_peer("keep-latest", 17.0);
+        let r = run_against_live_peer(Kind::NutTcp, 640, "keep-latest", 17.0);
         let full: Vec<_> = r.latency_windows.iter().filter(|w| w.complete).collect();
         assert!(full.len() >= 3, "{:#?}", r.latency_windows);
         let (first, last) = r.first_last_p99().expect("windows with camera latency");
@@ -310,6 +338,7 @@ fn under_keep_latest_latency_stays_flat_and_drops_are_counted() {
     });
 }
 
+#[cfg(feature = "opencv")]
 #[test]
 fn under_block_nothing_is_dropped_and_latency_grows() {
     if !have("ffmpeg") {
@@ -318,7 +347,7 @@ fn under_block_nothing_is_dropped_and_latency_grows() {
     }
     let _g = heavy();
     within(Duration::from_secs(100), || {
-        let r = run_against_live_peer("block", 17.0);
+        let r = run_against_live_peer(Kind::NutTcp, 640, "block", 17.0);
         assert_eq!(r.dropped, 0, "block never drops");
         let (first, last) = r.first_last_p99().expect("windows with camera latency");
         assert!(last > first + 3_000_000.0, "p99 first {first:.0} us, last {last:.0} us: {:#?}", r.latency_windows);

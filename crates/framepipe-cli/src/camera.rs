@@ -102,6 +102,9 @@ pub struct CameraArgs {
     /// Play a video file at its frame rate, like a camera.
     #[arg(long)]
     realtime: bool,
+    /// Which media backend decodes: native first then OpenCV where built in (auto), or one of them.
+    #[arg(long, value_enum)]
+    decoder: Option<crate::DecoderArg>,
     /// Reopen a live source that dies, up to N times in a row, with backoff [N default: 10].
     #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "10")]
     reconnect: Option<u32>,
@@ -148,6 +151,9 @@ impl CameraArgs {
         }
         if self.realtime {
             cfg.source.realtime = true;
+        }
+        if let Some(d) = self.decoder {
+            cfg.source.decoder = d.choice().to_string();
         }
         if let Some(n) = self.max_frames {
             cfg.source.max_frames = Some(n);

@@ -52,6 +52,27 @@ enum Command {
     GpuMem(gpu::GpuMemArgs),
 }
 
+/// `--decoder`: which media backend decodes.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DecoderArg {
+    /// Native first; OpenCV (with the `opencv` feature) for what the native backend cannot read.
+    Auto,
+    /// The native backend only (MP4/MOV, Matroska, AVI, H.264 Annex-B; H.264, MJPEG).
+    Native,
+    /// OpenCV only (needs a build with `--features opencv`).
+    Opencv,
+}
+
+impl DecoderArg {
+    fn choice(self) -> framepipe_video::DecoderChoice {
+        match self {
+            DecoderArg::Auto => framepipe_video::DecoderChoice::Auto,
+            DecoderArg::Native => framepipe_video::DecoderChoice::Native,
+            DecoderArg::Opencv => framepipe_video::DecoderChoice::OpenCv,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum EngineArg {
     /// ONNX Runtime if its library is present, else tract.
@@ -145,6 +166,9 @@ struct BenchArgs {
     /// Pace the source at the video's frame rate, like a camera.
     #[arg(long)]
     realtime: bool,
+    /// Which media backend decodes the videos.
+    #[arg(long, value_enum, default_value_t = DecoderArg::Auto)]
+    decoder: DecoderArg,
     /// Release frames as fast as the pipeline accepts them, instead of just in time.
     #[arg(long)]
     greedy: bool,
@@ -414,6 +438,7 @@ fn bench_cmd(a: BenchArgs) -> Result<ExitCode> {
         realtime: a.realtime,
         spans: a.trace.is_some(),
         out: a.out.clone(),
+        decoder: a.decoder.choice(),
     };
     let bar = Bar(Mutex::new(None));
     let result = bench::run_models(&models, &opts, &bar)?;

@@ -6,7 +6,7 @@ pub enum VideoError {
     /// The file does not exist.
     #[error("video file not found: {0}")]
     NotFound(PathBuf),
-    /// The source exists but OpenCV could not open it (unreadable, unknown container, no backend).
+    /// The source exists but could not be opened (unreadable, not a video, unreachable).
     #[error("cannot open video source {source_name}: {reason}")]
     Open {
         /// The source as given.
@@ -14,8 +14,18 @@ pub enum VideoError {
         /// What went wrong.
         reason: String,
     },
+    /// The source is in a codec or container that the chosen backend does not read.
+    #[error("video source {source_name}: {codec}: not supported by the native decoder; {hint}")]
+    Unsupported {
+        /// The source.
+        source_name: String,
+        /// The codec or container (`hevc`, `mpeg4`, `the flv container`, `rtsp streams`, …).
+        codec: String,
+        /// What would read it.
+        hint: String,
+    },
     /// The source opened but holds no decodable frame.
-    #[error("video source {0} has no decodable frame (empty, or a codec this OpenCV cannot decode)")]
+    #[error("video source {0} has no decodable frame (empty, or no frame the decoder could read)")]
     NoFrames(String),
     /// A frame could not be decoded (a truncated file, a dead stream).
     #[error("video source {source_name}: decoding failed at frame {frame}: {reason}")]

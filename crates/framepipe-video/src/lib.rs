@@ -1,15 +1,30 @@
 //! # framepipe-video
 //!
-//! Video in and out for framepipe, through OpenCV: a [`VideoSource`] that decodes a file, a camera, an
-//! RTSP/HTTP stream or a GStreamer pipeline straight into pooled frames, a [`VideoSink`] that writes
-//! frames to a video file, the project's sample video ([`sample`]), and the MJPEG view: an HTTP
-//! server that streams frames to a browser ([`mjpeg`]).
+//! framepipe's media layer. A [`VideoSource`] decodes a file, a camera or a stream straight into
+//! pooled BGR frames; a [`VideoSink`] writes frames to a video file; [`sample`] makes the project's
+//! sample video; [`mjpeg`] is the MJPEG view, an HTTP server that streams frames to a browser.
 //!
+//! Two backends sit behind them, chosen per source ([`DecoderChoice`]):
+//!
+//! * **native** (always built, needs nothing from the system): MP4/MOV, Matroska/WebM, AVI and raw
+//!   H.264 files; H.264 (Baseline, Main, High, B-frames; Cisco's OpenH264 built from source) and
+//!   Motion-JPEG; HTTP multipart MJPEG streams and V4L2 cameras (MJPEG, YUYV); PNG and JPEG images;
+//!   writing H.264 in MP4 and Motion-JPEG in AVI.
+//! * **opencv** (feature `opencv`, links the system's OpenCV): GStreamer pipelines, RTSP and every
+//!   codec OpenCV/FFmpeg reads. With [`DecoderChoice::Auto`] it reads what the native backend
+//!   cannot.
+//!
+//! Frames carry the container's presentation times ([`VideoSource::stream_time`]), not a count.
 //! This crate knows nothing of models: it moves BGR frames ([`framepipe_vision::Frame`]).
 #![warn(missing_docs)]
 
+mod backend;
 mod error;
+mod frames;
 pub mod mjpeg;
+mod native;
+#[cfg(feature = "opencv")]
+mod opencv_backend;
 pub mod sample;
 mod sink;
 mod source;
@@ -17,11 +32,12 @@ mod spec;
 
 pub use error::VideoError;
 pub use sink::VideoSink;
-pub use source::{read_image, write_image, OpenOptions, VideoInfo, VideoSource};
+pub use source::{read_image, write_image, DecoderChoice, OpenOptions, VideoInfo, VideoSource};
 pub use spec::SourceSpec;
 
-/// Quiets OpenCV's own console logging to errors only (it warns on stderr about every backend it tries
-/// and fails). framepipe reports failures itself, with the file's name.
+/// Quiets OpenCV's own console logging to errors only (it warns on stderr about every backend it
+/// tries and fails); nothing without the `opencv` feature. framepipe reports failures itself.
 pub fn quiet_opencv_logs() {
-    let _ = opencv::core::set_log_level(opencv::core::LogLevel::LOG_LEVEL_ERROR);
+    #[cfg(feature = "opencv")]
+    opencv_backend::quiet_logs();
 }

@@ -27,7 +27,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use framepipe_vision::{Frame, FrameRef, PixelFormat};
-use opencv::core::Vector;
 
 /// The address the view binds by default.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
@@ -382,8 +381,8 @@ fn copy_frame(src: FrameRef<'_>, dst: &mut Frame) -> Result<(), String> {
 }
 
 fn encode_loop(shared: &Shared, quality: i32) {
-    let params = Vector::<i32>::from_slice(&[opencv::imgcodecs::IMWRITE_JPEG_QUALITY, quality]);
-    let mut buf = Vector::<u8>::new();
+    let quality = quality.clamp(1, 100) as u8;
+    let (mut buf, mut tight) = (Vec::new(), Vec::new());
     loop {
         let frame = {
             let mut st = shared.lock();
@@ -397,10 +396,7 @@ fn encode_loop(shared: &Shared, quality: i32) {
                 st = shared.frame_ready.wait_timeout(st, TICK).unwrap_or_else(|e| e.into_inner()).0;
             }
         };
-        let ok = crate::sink::mat_view(frame.as_ref())
-            .ok()
-            .and_then(|mat| opencv::imgcodecs::imencode(".jpg", &*mat, &mut buf, &params).ok())
-            .unwrap_or(false);
+        let ok = crate::native::writer::encode_jpeg(frame.as_ref(), quality, &mut tight, &mut buf).is_ok();
         // One allocation per JPEG: clients share it, each for as long as it takes to write it.
         let jpeg: Option<Arc<[u8]>> = ok.then(|| Arc::from(buf.as_slice()));
         let mut st = shared.lock();

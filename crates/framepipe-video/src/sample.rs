@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use opencv::core::{Mat, MatTrait, MatTraitConst, MatTraitConstManual, Scalar, Size, CV_8UC3};
+use framepipe_vision::{Frame, PixelFormat};
 
 use crate::{VideoError, VideoSink};
 
@@ -42,58 +42,66 @@ fn motion(k: usize, t: f64, spec: &SampleSpec, photo: (f64, f64)) -> (f64, f64, 
     }
 }
 
+/// Draws `img` scaled by `s` with its top-left corner at (`x0`, `y0`) onto `canvas`, bilinearly
+/// (OpenCV's `warpAffine` with `INTER_LINEAR` and a transparent border: canvas pixels outside the
+/// photo are left as they are).
+fn draw_scaled(canvas: &mut Frame, img: &Frame, s: f64, x0: f64, y0: f64) {
+    let (cw, ch) = (canvas.width() as i64, canvas.height() as i64);
+    let (iw, ih) = (img.width() as f64, img.height() as f64);
+    let left = (x0.floor() as i64).clamp(0, cw);
+    let right = ((x0 + s * (iw - 1.0)).ceil() as i64 + 1).clamp(0, cw);
+    let top = (y0.floor() as i64).clamp(0, ch);
+    let bottom = ((y0 + s * (ih - 1.0)).ceil() as i64 + 1).clamp(0, ch);
+    let (istride, cstride) = (img.stride(), canvas.stride());
+    let src = img.data();
+    let dst = canvas.data_mut();
+    for y in top..bottom {
+        let sy = (y as f64 - y0) / s;
+        if sy < 0.0 || sy > ih - 1.0 {
+            continue;
+        }
+        let (y1, fy) = (sy.floor() as usize, sy - sy.floor());
+        let y2 = (y1 + 1).min(ih as usize - 1);
+        for x in left..right {
+            let sx = (x as f64 - x0) / s;
+            if sx < 0.0 || sx > iw - 1.0 {
+                continue;
+            }
+            let (x1, fx) = (sx.floor() as usize, sx - sx.floor());
+            let x2 = (x1 + 1).min(iw as usize - 1);
+            for c in 0..3 {
+                let p = |xx: usize, yy: usize| f64::from(src[yy * istride + xx * 3 + c]);
+                let top_ = p(x1, y1) * (1.0 - fx) + p(x2, y1) * fx;
+                let bot = p(x1, y2) * (1.0 - fx) + p(x2, y2) * fx;
+                dst[y as usize * cstride + x as usize * 3 + c] = (top_ * (1.0 - fy) + bot * fy).round() as u8;
+            }
+        }
+    }
+}
+
 /// Writes the sample video to `out` from `photos` (at least one). Returns the frames written.
 pub fn make_sample_video(out: &Path, photos: &[PathBuf], spec: SampleSpec) -> Result<u64, VideoError> {
     if photos.is_empty() {
         return Err(VideoError::Write { path: out.to_path_buf(), reason: "no photos to make it from".into() });
     }
-    let mut images = Vec::new();
-    for p in photos {
-        let frame = crate::source::read_image(p)?;
-        let mat = crate::sink::mat_view(frame.as_ref())
-            .and_then(|m| {
-                let mut owned = Mat::default();
-                m.copy_to(&mut owned).map_err(|e| e.message)?;
-                Ok(owned)
-            })
-            .map_err(|reason| VideoError::Image { path: p.clone(), reason })?;
-        images.push(mat);
-    }
+    let images = photos.iter().map(|p| crate::source::read_image(p)).collect::<Result<Vec<_>, _>>()?;
     let err = |reason: String| VideoError::Write { path: out.to_path_buf(), reason };
     let mut sink = VideoSink::create(out, spec.fps, spec.width, spec.height)?;
-    let size = Size::new(spec.width as i32, spec.height as i32);
-    let mut canvas =
-        Mat::new_rows_cols_with_default(size.height, size.width, CV_8UC3, Scalar::new(38.0, 34.0, 30.0, 0.0))
-            .map_err(|e| err(e.message))?;
+    let mut canvas = Frame::new(spec.width, spec.height, PixelFormat::Bgr8).map_err(|e| err(e.to_string()))?;
     for n in 0..spec.frames {
         let t = if spec.frames > 1 { n as f64 / (spec.frames - 1) as f64 } else { 0.0 };
-        canvas.set_to_def(&Scalar::new(38.0, 34.0, 30.0, 0.0)).map_err(|e| err(e.message))?;
-        for (k, img) in images.iter().enumerate().take(2) {
-            let (pw, ph) = (img.cols() as f64, img.rows() as f64);
-            let (s, cx, cy) = motion(k, t, &spec, (pw, ph));
-            let m = Mat::from_slice_2d(&[[s, 0.0, cx - s * pw / 2.0], [0.0, s, cy - s * ph / 2.0]])
-                .map_err(|e| err(e.message))?;
-            opencv::imgproc::warp_affine(
-                img,
-                &mut canvas,
-                &m,
-                size,
-                opencv::imgproc::INTER_LINEAR,
-                opencv::core::BORDER_TRANSPARENT,
-                Scalar::default(),
-            )
-            .map_err(|e| err(e.message))?;
+        for px in canvas.data_mut().chunks_exact_mut(3) {
+            px.copy_from_slice(&BACKGROUND);
         }
-        let data = canvas.data_bytes().map_err(|e| err(e.message))?;
-        let frame = framepipe_vision::FrameRef::new(
-            spec.width,
-            spec.height,
-            spec.width * 3,
-            framepipe_vision::PixelFormat::Bgr8,
-            data,
-        )
-        .map_err(|e| err(e.to_string()))?;
-        sink.write(frame)?;
+        for (k, img) in images.iter().enumerate().take(2) {
+            let (pw, ph) = (img.width() as f64, img.height() as f64);
+            let (s, cx, cy) = motion(k, t, &spec, (pw, ph));
+            draw_scaled(&mut canvas, img, s, cx - s * pw / 2.0, cy - s * ph / 2.0);
+        }
+        sink.write(canvas.as_ref())?;
     }
     sink.finish()
 }
+
+/// The background colour (BGR).
+const BACKGROUND: [u8; 3] = [38, 34, 30];

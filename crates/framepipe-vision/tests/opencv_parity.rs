@@ -3,7 +3,8 @@
 //!
 //! OpenCV's 8-bit INTER_LINEAR uses 11-bit fixed-point weights and rounds to
 //! `u8`, while we interpolate in `f32`; the two must agree within one `u8`
-//! step (1/255).
+//! step (1/255). Built with `--features opencv` (it links the system's OpenCV).
+#![cfg(feature = "opencv")]
 
 use framepipe_vision::{FrameRef, LetterboxParams, PixelFormat, PreprocessConfig, Preprocessor};
 use opencv::core::{self as cvcore, Mat, Scalar, Size, Vec3b};

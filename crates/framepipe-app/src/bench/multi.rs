@@ -92,7 +92,10 @@ impl Reader {
     fn open(videos: &[PathBuf], opts: &BenchOptions, pool: usize) -> Result<Self, AppError> {
         let sources = videos
             .iter()
-            .map(|v| Ok(VideoSource::open(&SourceSpec::File(v.clone()), pool)?.with_limit(opts.frames)))
+            .map(|v| {
+                Ok(VideoSource::open_with(&SourceSpec::File(v.clone()), pool, &opts.open_options())?
+                    .with_limit(opts.frames))
+            })
             .collect::<Result<Vec<_>, AppError>>()?;
         Ok(Reader { live: vec![true; sources.len()], sources, next: 0 })
     }
@@ -441,7 +444,7 @@ pub(super) fn run(
     // Open every video up front: a bad one fails here, named, before any mode starts.
     let mut infos = Vec::new();
     for v in &videos {
-        infos.push(VideoSource::open(&SourceSpec::File(v.clone()), 1)?.info().clone());
+        infos.push(VideoSource::open_with(&SourceSpec::File(v.clone()), 1, &opts.open_options())?.info().clone());
     }
     let setup = Setup { models, names: super::branch_names(models), videos, infos, opts };
     let total: Option<u64> = setup
@@ -679,7 +682,8 @@ fn run_pipelined(setup: &Setup, progress: &dyn Progress) -> Result<ModeRun, AppE
     let spans_at = Arc::new(Mutex::new(Vec::new()));
     let mut sources = Vec::new();
     for (i, v) in setup.videos.iter().enumerate() {
-        let inner = VideoSource::open(&SourceSpec::File(v.clone()), live)?.with_limit(opts.frames);
+        let inner =
+            VideoSource::open_with(&SourceSpec::File(v.clone()), live, &opts.open_options())?.with_limit(opts.frames);
         sources.push(SharedSource {
             inner,
             frames: SharedFrames::new(live),
