@@ -35,6 +35,12 @@ pub use sink::VideoSink;
 pub use source::{read_image, write_image, DecoderChoice, OpenOptions, VideoInfo, VideoSource};
 pub use spec::SourceSpec;
 
+/// The YUV → BGR conversion of the native decoders (BT.601, limited range), for benchmarks and
+/// for callers that hold I420 pictures of their own.
+pub mod yuv {
+    pub use crate::native::yuv::{i420_to_bgr, I420};
+}
+
 /// Quiets OpenCV's own console logging to errors only (it warns on stderr about every backend it
 /// tries and fails); nothing without the `opencv` feature. framepipe reports failures itself.
 pub fn quiet_opencv_logs() {

@@ -146,10 +146,32 @@ impl HttpMjpeg {
             )));
         }
         let chunked = transfer_chunked(&head)?;
-        let content_type = head.get("content-type").ok_or_else(|| DemuxError::Unsupported {
-            codec: format!("a response without a Content-Type from {}", target.display()),
-        })?;
-        let (media, boundary) = parse_content_type(content_type);
+        let mut input = if chunked {
+            Buffered::new(Body::Chunked(Chunked { inner: raw, left: 0, state: ChunkState::Size }))
+        } else {
+            raw.map_inner(Body::Plain)
+        };
+        let (mut media, mut boundary) = match head.get("content-type") {
+            Some(ct) => parse_content_type(ct),
+            None => (String::new(), None),
+        };
+        if media.is_empty() || media == "application/octet-stream" {
+            // Servers that do not say (ffmpeg's `-listen` HTTP server sends octet-stream): what the
+            // body starts with tells a multipart stream (`--boundary`) from one JPEG.
+            match sniff_body(&mut input)? {
+                Some(Sniffed::Multipart(b)) => {
+                    media = "multipart/x-mixed-replace".into();
+                    boundary = Some(b);
+                }
+                Some(Sniffed::Jpeg) => media = "image/jpeg".into(),
+                None if media.is_empty() => {
+                    return Err(DemuxError::Unsupported {
+                        codec: format!("a response without a Content-Type from {}", target.display()),
+                    })
+                }
+                None => return Err(DemuxError::Unsupported { codec: media }),
+            }
+        }
         let state;
         let mut delimiter = Vec::new();
         let mut dashed = false;
@@ -172,11 +194,6 @@ impl HttpMjpeg {
         } else {
             return Err(DemuxError::Unsupported { codec: media });
         }
-        let input = if chunked {
-            Buffered::new(Body::Chunked(Chunked { inner: raw, left: 0, state: ChunkState::Size }))
-        } else {
-            raw.map_inner(Body::Plain)
-        };
         let mut demuxer = HttpMjpeg {
             info: StreamInfo {
                 container: "http-mjpeg",
@@ -1109,6 +1126,37 @@ fn parse_chunk_size(line: &[u8]) -> io::Result<u64> {
     Ok(n)
 }
 
+/// What an unlabelled body starts with.
+enum Sniffed {
+    /// A multipart delimiter line `--boundary`: the boundary.
+    Multipart(String),
+    /// A JPEG's start-of-image marker.
+    Jpeg,
+}
+
+/// Looks at the first bytes of a body without consuming them (at most one line of 200 bytes).
+fn sniff_body<R: Read>(input: &mut Buffered<R>) -> Result<Option<Sniffed>, DemuxError> {
+    // Skip nothing: a multipart body may start with CRLFs before its first delimiter.
+    for _ in 0..16 {
+        let avail = input.available();
+        let text = avail.iter().position(|&b| b != b'\r' && b != b'\n').map_or(&avail[avail.len()..], |i| &avail[i..]);
+        if text.starts_with(&[0xFF, 0xD8]) {
+            return Ok(Some(Sniffed::Jpeg));
+        }
+        if let Some(end) = text.iter().position(|&b| b == b'\n') {
+            let line = std::str::from_utf8(&text[..end]).unwrap_or("").trim_end_matches('\r');
+            return Ok(line
+                .strip_prefix("--")
+                .filter(|b| !b.is_empty() && b.len() <= 70 && b.bytes().all(|c| c.is_ascii_graphic() || c == b' '))
+                .map(|b| Sniffed::Multipart(b.trim_end().to_string())));
+        }
+        if avail.len() > 200 || input.fill_more()? == 0 {
+            return Ok(None);
+        }
+    }
+    Ok(None)
+}
+
 /// A reader with a fixed buffer of [`BUF_SIZE`] bytes, `buf[start..end]` not yet read.
 struct Buffered<R> {
     /// The reader underneath.
@@ -1493,6 +1541,34 @@ mod tests {
             assert!(err.is_none(), "{err:?}");
             assert_eq!(packets, bodies);
         }
+        server.join();
+    }
+
+    #[test]
+    fn unlabelled_bodies_are_told_apart_by_their_first_bytes() {
+        let bodies = [jpeg(b"first"), jpeg(b"second")];
+        let b = bodies.clone();
+        let server = Server::start(move |_| {
+            // ffmpeg's `-listen 1` HTTP server: octet-stream, then ffmpeg's mpjpeg parts.
+            let mut octet = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
+            octet.extend(
+                part_with_length("ffmpeg", &b[0]).strip_prefix(b"\r\n").unwrap_or(&part_with_length("ffmpeg", &b[0])),
+            );
+            octet.extend(part_with_length("ffmpeg", &b[1]));
+            let mut bare = b"HTTP/1.0 200 OK\r\n\r\n".to_vec();
+            bare.extend_from_slice(&b[0]);
+            let mut text = b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
+            text.extend_from_slice(b"hello\r\n");
+            vec![vec![Step::Send(octet)], vec![Step::Send(bare)], vec![Step::Send(text)]]
+        });
+        let mut d = HttpMjpeg::open(&server.url("/"), T, T).unwrap();
+        let (packets, err) = read_all(&mut d);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(packets, bodies);
+        let mut d = HttpMjpeg::open(&server.url("/"), T, T).unwrap();
+        assert_eq!(read_all(&mut d).0, bodies[..1]);
+        let e = HttpMjpeg::open(&server.url("/"), T, T).err().unwrap();
+        assert!(matches!(&e, DemuxError::Unsupported { codec } if codec == "application/octet-stream"), "{e:?}");
         server.join();
     }
 

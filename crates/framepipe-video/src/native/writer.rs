@@ -73,7 +73,7 @@ impl H264Mp4 {
         let bps = ((width * height) as f64 * fps * 0.15).clamp(200_000.0, 40_000_000.0) as u32;
         let config = EncoderConfig::new()
             .usage_type(UsageType::CameraVideoRealTime)
-            .rate_control_mode(RateControlMode::Bitrate)
+            .rate_control_mode(RateControlMode::Bufferbased)
             .bitrate(openh264::encoder::BitRate::from_bps(bps))
             .max_frame_rate(FrameRate::from_hz(fps as f32))
             .skip_frames(false)

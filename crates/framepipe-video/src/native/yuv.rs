@@ -24,19 +24,26 @@ const CBU: i32 = 2066;
 
 /// A planar 4:2:0 picture (I420) borrowed from a decoder.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct I420<'a> {
+pub struct I420<'a> {
+    /// Width in pixels.
     pub width: usize,
+    /// Height in pixels.
     pub height: usize,
+    /// The luma plane, `height` rows of `y_stride` bytes.
     pub y: &'a [u8],
+    /// The Cb plane, `⌈height/2⌉` rows of `uv_stride` bytes.
     pub u: &'a [u8],
+    /// The Cr plane, like `u`.
     pub v: &'a [u8],
+    /// Bytes from one luma row to the next.
     pub y_stride: usize,
+    /// Bytes from one chroma row to the next.
     pub uv_stride: usize,
 }
 
 impl I420<'_> {
     /// Whether the planes hold `width`×`height` pixels at their strides.
-    pub(crate) fn is_valid(&self) -> bool {
+    pub fn is_valid(&self) -> bool {
         let (cw, ch) = (self.width.div_ceil(2), self.height.div_ceil(2));
         self.width > 0
             && self.height > 0
@@ -91,9 +98,13 @@ fn row_to_bgr(y: &[u8], u: &[u8], v: &[u8], shift: u32, out: &mut [u8]) {
 }
 
 /// Converts an I420 picture into tightly or loosely packed BGR rows (`dst_stride` bytes apart).
-/// The caller checks the sizes: `src.is_valid()` and `dst` holding `height` rows of `width * 3`.
-pub(crate) fn i420_to_bgr(src: &I420<'_>, dst: &mut [u8], dst_stride: usize) {
-    debug_assert!(src.is_valid());
+///
+/// # Panics
+/// If `src` is not [valid](I420::is_valid) or `dst` holds fewer than `height` rows of `width * 3`
+/// bytes at `dst_stride`.
+pub fn i420_to_bgr(src: &I420<'_>, dst: &mut [u8], dst_stride: usize) {
+    assert!(src.is_valid(), "the I420 planes do not hold the picture");
+    assert!(dst_stride >= src.width * 3 && dst.len() >= (src.height - 1) * dst_stride + src.width * 3);
     let (w, h) = (src.width, src.height);
     let cw = w.div_ceil(2);
     for row in 0..h {
