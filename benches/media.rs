@@ -39,7 +39,6 @@ fn yuv_to_bgr(c: &mut Criterion) {
     #[cfg(feature = "opencv")]
     {
         use opencv::core::Mat;
-        use opencv::prelude::*;
         opencv::core::set_num_threads(1).expect("one OpenCV thread");
         let mut packed = y.clone();
         packed.extend_from_slice(&u);

@@ -16,6 +16,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/framepipe/target}"
 echo "== cargo test --features opencv (media layer, vision parity)" >&2
 cargo test --locked -p framepipe-video --features opencv
 cargo test --locked -p framepipe-vision --features opencv --test opencv_parity
+echo "== the two backends give the same detections" >&2
+cargo test --locked -p framepipe-app --features opencv --test media_agreement -- --nocapture
 echo "== the binary builds with --features opencv" >&2
 cargo check --locked -p framepipe-cli --features opencv
 echo "tests (opencv feature): all green" >&2

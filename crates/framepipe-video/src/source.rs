@@ -99,6 +99,9 @@ impl Default for OpenOptions {
     }
 }
 
+/// An opened reader and what its container announced (frames per second, frame count).
+type Opened = (Box<dyn FrameReader>, (Option<f64>, Option<u64>));
+
 /// Undecodable packets skipped while looking for the first frame, at most.
 const MAX_SKIPPED_AT_OPEN: u32 = 300;
 
@@ -334,10 +337,7 @@ fn no_first_frame(reason: &str) -> String {
 
 /// Opens the reader for `spec` with the backend `options` ask for, and what its container
 /// announced (frames per second, frame count).
-fn open_reader(
-    spec: &SourceSpec,
-    options: &OpenOptions,
-) -> Result<(Box<dyn FrameReader>, (Option<f64>, Option<u64>)), VideoError> {
+fn open_reader(spec: &SourceSpec, options: &OpenOptions) -> Result<Opened, VideoError> {
     let name = spec.to_string();
     match options.decoder {
         DecoderChoice::Native => open_native(spec, options).map_err(|e| native_error(&name, e, false)),
@@ -359,10 +359,7 @@ fn open_reader(
     }
 }
 
-fn open_native(
-    spec: &SourceSpec,
-    options: &OpenOptions,
-) -> Result<(Box<dyn FrameReader>, (Option<f64>, Option<u64>)), DemuxError> {
+fn open_native(spec: &SourceSpec, options: &OpenOptions) -> Result<Opened, DemuxError> {
     let (demuxer, stride) = match spec {
         SourceSpec::File(p) => (native::open::open_file(p)?, 0),
         SourceSpec::Url(u) if u.to_ascii_lowercase().starts_with("http") => {
@@ -404,20 +401,14 @@ fn native_error(name: &str, e: DemuxError, tried_opencv: bool) -> VideoError {
 }
 
 #[cfg(feature = "opencv")]
-fn open_opencv(
-    spec: &SourceSpec,
-    options: &OpenOptions,
-) -> Result<(Box<dyn FrameReader>, (Option<f64>, Option<u64>)), VideoError> {
+fn open_opencv(spec: &SourceSpec, options: &OpenOptions) -> Result<Opened, VideoError> {
     let r = crate::opencv_backend::OpenCvReader::open(spec, options)?;
     let announced = r.announced();
     Ok((Box::new(r), announced))
 }
 
 #[cfg(not(feature = "opencv"))]
-fn open_opencv(
-    spec: &SourceSpec,
-    _options: &OpenOptions,
-) -> Result<(Box<dyn FrameReader>, (Option<f64>, Option<u64>)), VideoError> {
+fn open_opencv(spec: &SourceSpec, _options: &OpenOptions) -> Result<Opened, VideoError> {
     Err(VideoError::Open {
         source_name: spec.to_string(),
         reason: "this framepipe was built without the opencv feature (--decoder opencv needs it)".into(),

@@ -123,7 +123,7 @@ impl H264Decoder {
         // SAFETY: iBufferStatus == 1 means the decoder filled `sSystemBuffer` (the variant of the
         // union that DecodeFrameNoDelay writes for system-memory output).
         let sys = unsafe { info.UsrData.sSystemBuffer };
-        if sys.iFormat != videoFormatI420 as i32 {
+        if sys.iFormat != videoFormatI420 {
             return Err(format!("the decoder gave pixel format {} (expected I420)", sys.iFormat));
         }
         let (w, h) = (sys.iWidth.max(0) as usize, sys.iHeight.max(0) as usize);
