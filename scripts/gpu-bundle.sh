@@ -6,7 +6,7 @@
 #
 #   scripts/gpu-bundle.sh [--timing-model | --timing-only] [--no-tests] [--with-framepipe]
 #
-# --timing-model adds /work/shared/models/yolov8n-random-640.onnx (13 MB): with the person
+# --timing-model adds ../shared/models/yolov8n-random-640.onnx (13 MB): with the person
 # detector (45 MB) and the binaries (about 15 MB compressed) it goes over the 64 MiB a call can
 # carry, so it is left out by default. --timing-only makes a second bundle: the harness and the
 # timing model only (no tests, no person detector), for a second call.
@@ -76,7 +76,7 @@ fi
 
 [ "$timing_only" = 1 ] || cp assets/models/person-yolov8s.onnx .gpu/models/
 if [ "$timing_model" = 1 ]; then
-  cp /work/shared/models/yolov8n-random-640.onnx .gpu/models/
+  cp "$repo/../shared/models/yolov8n-random-640.onnx" .gpu/models/
 fi
 # The ONNX Runtime library (29 MB) is left out: the GPU tests compare tract-cuda with tract on the
 # CPU, which needs no library, and the bundle would not fit.
