@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ::mp4::{Mp4Reader, TrackType};
 
-use super::annexb::{avcc_to_annexb, parameter_sets};
+use super::annexb::avcc_to_annexb;
 use super::{codec_name, Codec, DemuxError, Demuxer, Packet, StreamInfo};
 
 /// One sample of the video track.
@@ -48,10 +48,14 @@ impl Mp4Demuxer {
     pub(crate) fn open(file: File) -> Result<Self, DemuxError> {
         let file_len = file.metadata()?.len();
         let mut reader = BufReader::new(file);
-        let sample_entry = video_sample_entry(&mut reader, file_len)?;
+        let moov = child(&mut reader, (0, file_len), b"moov")?;
+        let sample_entry = match moov {
+            Some(moov) => video_sample_entry(&mut reader, moov)?,
+            None => None,
+        };
         // Read the boxes up to the end of `moov` only: a file cut in its media data (a partial
         // download with the index first) still has a whole header.
-        let header_end = child(&mut reader, (0, file_len), b"moov")?.map_or(file_len, |(_, end)| end).min(file_len);
+        let header_end = moov.map_or(file_len, |(_, end)| end).min(file_len);
         reader.seek(SeekFrom::Start(0))?;
         let mp4 = Mp4Reader::read_header(&mut reader, header_end).map_err(bad)?;
         let track = mp4
@@ -63,21 +67,14 @@ impl Mp4Demuxer {
         let stbl = &track.trak.mdia.minf.stbl;
         let (codec, length_size, parameter_sets) = match (&stbl.stsd.avc1, sample_entry.as_deref()) {
             (Some(avc1), _) => {
+                // The parameter sets of `avcC`, as start-code NAL units for the decoder.
                 let c = &avc1.avcc;
-                let mut rec = vec![1, c.avc_profile_indication, c.profile_compatibility, c.avc_level_indication];
-                rec.push(0xfc | (c.length_size_minus_one & 3));
-                rec.push(0xe0 | c.sequence_parameter_sets.len().min(31) as u8);
-                for s in c.sequence_parameter_sets.iter().take(31) {
-                    rec.extend_from_slice(&(s.bytes.len().min(0xffff) as u16).to_be_bytes());
-                    rec.extend_from_slice(&s.bytes[..s.bytes.len().min(0xffff)]);
+                let mut ps = Vec::new();
+                for nal in c.sequence_parameter_sets.iter().chain(&c.picture_parameter_sets) {
+                    ps.extend_from_slice(&[0, 0, 0, 1]);
+                    ps.extend_from_slice(&nal.bytes);
                 }
-                rec.push(c.picture_parameter_sets.len().min(255) as u8);
-                for p in c.picture_parameter_sets.iter().take(255) {
-                    rec.extend_from_slice(&(p.bytes.len().min(0xffff) as u16).to_be_bytes());
-                    rec.extend_from_slice(&p.bytes[..p.bytes.len().min(0xffff)]);
-                }
-                let (ls, ps) = parameter_sets(&rec).map_err(DemuxError::Malformed)?;
-                (Codec::H264, ls, ps)
+                (Codec::H264, usize::from(c.length_size_minus_one & 3) + 1, ps)
             }
             (None, Some(tag)) if codec_name(tag) == "mjpeg" => (Codec::Mjpeg, 4, Vec::new()),
             (None, tag) => return Err(DemuxError::Unsupported { codec: codec_name(tag.unwrap_or("")) }),
@@ -222,11 +219,10 @@ impl Demuxer for Mp4Demuxer {
     }
 }
 
-/// The sample entry type (`avc1`, `hvc1`, `mp4v`, …) of the first video track, read by walking
-/// the boxes `moov/trak/mdia/{hdlr,minf/stbl/stsd}` ourselves: the `mp4` crate keeps only the
+/// The sample entry type (`avc1`, `hvc1`, `mp4v`, …) of the first video track in `moov` (its
+/// content range), read by walking the boxes `trak/mdia/{hdlr,minf/stbl/stsd}` ourselves: the `mp4` crate keeps only the
 /// entries it parses, and the name of one it does not is what the error message needs.
-fn video_sample_entry<R: Read + Seek>(r: &mut R, len: u64) -> Result<Option<String>, DemuxError> {
-    let Some(moov) = child(r, (0, len), b"moov")? else { return Ok(None) };
+fn video_sample_entry<R: Read + Seek>(r: &mut R, moov: (u64, u64)) -> Result<Option<String>, DemuxError> {
     for trak in children(r, moov, b"trak")? {
         let Some(mdia) = child(r, trak, b"mdia")? else { continue };
         let Some(hdlr) = child(r, mdia, b"hdlr")? else { continue };

@@ -2,7 +2,7 @@
 //! a demuxer and a decoder are paired into a [`NativeReader`].
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::time::Duration;
 
@@ -65,7 +65,7 @@ pub(crate) fn open_file(path: &Path) -> Result<Box<dyn Demuxer>, DemuxError> {
             k => n += k,
         }
     }
-    let file = File::open(path)?;
+    file.seek(SeekFrom::Start(0))?;
     Ok(match sniff(&head[..n])? {
         "mp4" => Box::new(Mp4Demuxer::open(file)?),
         "matroska" => Box::new(MkvDemuxer::open(file)?),
